@@ -1,0 +1,106 @@
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE ?= $(or $(MODELDEPLOY_CACHE),$(HOME)/.cache/modeldeploy)
+include hack/cluster/versions.env
+HELM := $(CACHE)/bin/helm-$(HELM_VERSION)
+CLUSTER := $(BIN)/python hack/cluster/localcluster.py
+CHART := charts/modeldeploy-operator
+CRD_FILE := modeldeploy.dev_modeldeployments.yaml
+PYTEST ?= $(BIN)/pytest
+
+##@ General
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: setup
+setup: $(VENV)/.installed ## Create .venv and install the project, the bento tooling and the dev tools (locked)
+
+$(VENV)/.installed: pyproject.toml requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint requirements/lock.txt --editable '.[bento,dev]'
+	touch $@
+
+.PHONY: lock
+lock: ## Re-lock the dependencies after changing pyproject.toml
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet '.[bento,dev]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^modeldeploy' > requirements/lock.txt
+	rm -rf .venv-lock
+
+.PHONY: crds
+crds: setup ## Regenerate the CRD from the API types into crds/ and the chart
+	$(BIN)/modeldeploy crd > crds/$(CRD_FILE)
+	cp crds/$(CRD_FILE) $(CHART)/crds/$(CRD_FILE)
+
+.PHONY: check
+check: setup $(HELM) ## Lint, format check, mypy strict, layer contracts, CRD drift, helm lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/modeldeploy crd | diff -u crds/$(CRD_FILE) - || { echo "crds/ is stale: run make crds"; exit 1; }
+	diff -u crds/$(CRD_FILE) $(CHART)/crds/$(CRD_FILE) || { echo "the chart's CRD is stale: run make crds"; exit 1; }
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set 'watchNamespaces={ml,staging}'
+
+##@ Tests
+
+.PHONY: test
+test: setup ## Every test tier this machine can run: unit, bento and cluster (e2e is skipped without Docker)
+	$(PYTEST) -m "not e2e"
+
+.PHONY: test-unit
+test-unit: setup ## Unit tier only: pure functions, schemas, renderers, a real `bentoml serve`
+	$(PYTEST) -m "unit or bento"
+
+.PHONY: test-cluster
+test-cluster: setup ## Cluster tier only, on the local control plane (built on first use)
+	$(PYTEST) -m cluster
+
+.PHONY: test-e2e
+test-e2e: setup ## e2e tier on kind (needs Docker) or MODELDEPLOY_CLUSTER=existing with KUBECONFIG
+	$(PYTEST) -m e2e
+
+.PHONY: bench
+bench: setup ## Benchmarks (print figures; not part of make test)
+	$(BIN)/python benchmarks/run.py
+
+##@ Local cluster
+
+$(HELM):
+	hack/cluster/build.sh helm
+
+.PHONY: cluster-build
+cluster-build: ## Build the local cluster's binaries from the Go module proxy (cached by version)
+	hack/cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: setup ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok nodes on loopback
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: setup ## Stop the local cluster's processes
+	$(CLUSTER) down
+
+.PHONY: up
+up: setup ## Local cluster + helm install + operator + the iris sample, until Ready
+	$(BIN)/python hack/up.py up
+
+.PHONY: down
+down: setup ## Stop the operator and the local cluster
+	$(BIN)/python hack/up.py down
+
+.PHONY: bento
+bento: setup ## Train and build the iris-classifier bento (bentos/iris-classifier)
+	$(BIN)/python bentos/build.py
