@@ -1,0 +1,86 @@
+"""Revisions: the pod-affecting part of a spec, and the hash that names it.
+
+Changing anything here changes the pods, so it makes a new revision (and, with the
+Canary strategy, a canary). Replicas, autoscaling, the rollout settings and the
+Service do not: they apply to whatever revision runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from modeldeploy.api.v1alpha1.types import (
+    ApiModel,
+    Bento,
+    BentoConfig,
+    Duration,
+    EnvVar,
+    LocalObjectReference,
+    ModelDeploymentSpec,
+    Placement,
+    Resources,
+)
+
+REVISION_LENGTH = 10
+
+# Labels of every serving pod: which ModelDeployment, which revision, which role.
+NAME_LABEL = "modeldeploy.dev/name"
+REVISION_LABEL = "modeldeploy.dev/revision"
+ROLE_LABEL = "modeldeploy.dev/role"
+
+Role = Literal["stable", "canary"]
+
+
+class RevisionTemplate(ApiModel):
+    """Everything a model server pod is rendered from."""
+
+    bento: Bento
+    resources: Resources = Field(default_factory=Resources)
+    env: list[EnvVar] = Field(default_factory=list)
+    bento_config: BentoConfig = Field(default_factory=BentoConfig)
+    placement: Placement = Field(default_factory=Placement)
+    service_account_name: str | None = None
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    startup_timeout: Duration = "10m"
+
+    @property
+    def revision(self) -> str:
+        canonical = json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_LENGTH]
+
+
+def template_of(spec: ModelDeploymentSpec, default_runtime_image: str | None = None) -> RevisionTemplate:
+    """The spec's revision template, with the operator's default runtime image filled in.
+
+    The default is written into the template so that changing it on the operator
+    makes a new revision (the pods change), and so that a stored template renders
+    the same pods whatever the operator's setting is later.
+    """
+    bento = spec.bento
+    if bento.tag is not None and bento.runtime_image is None and default_runtime_image:
+        bento = bento.model_copy(update={"runtime_image": default_runtime_image})
+    return RevisionTemplate(
+        bento=bento,
+        resources=spec.resources,
+        env=spec.env,
+        bento_config=spec.bento_config,
+        placement=spec.placement,
+        service_account_name=spec.service_account_name,
+        image_pull_secrets=spec.image_pull_secrets,
+        startup_timeout=spec.startup_timeout,
+    )
+
+
+@dataclass(frozen=True)
+class RevisionPlan:
+    """One serving Deployment the rollout wants: what `rollout` decides and `render` draws."""
+
+    role: Role
+    revision: str
+    template: RevisionTemplate
+    replicas: int | None  # None: the HorizontalPodAutoscaler decides
