@@ -1,0 +1,278 @@
+"""The serving Deployment: BentoML model server pods, correct for BentoML and for the restricted policy."""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from modeldeploy.api.duration import parse_duration
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1.revision import REVISION_LABEL, RevisionPlan, RevisionTemplate
+from modeldeploy.api.v1alpha1.types import BentoConfig
+from modeldeploy.render.meta import HTTP_PORT, child_name, labels, metadata, selector
+
+# `bentoml containerize` images run as this user (bentoml's Dockerfile templates: BENTO_USER_UID).
+BENTO_UID = 1034
+# The root filesystem is read-only; BentoML writes its home (store, prometheus multiprocess files) and
+# temporary files to one emptyDir. Not at /home/bentoml: that would hide the image's bento (BENTO_PATH).
+TMP_DIR = "/tmp"
+BENTOML_HOME = "/tmp/bentoml"
+STORE_MOUNT = "/bento-store"
+PROBE_PERIOD_SECONDS = 10
+# Long enough for the Service's endpoints to drop a terminating pod before it stops accepting requests.
+PRE_STOP_SLEEP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 60
+
+
+def _scalar(text: str) -> Any:
+    """An option's value as BentoML reads values from BENTOML_CONFIG_OPTIONS: a YAML scalar."""
+    value = yaml.safe_load(text)
+    return value if isinstance(value, str | int | float | bool) or value is None else text
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = tree.setdefault(part, {})
+        if not isinstance(child, dict):
+            child = tree[part] = {}
+        tree = child
+    tree[leaf] = value
+
+
+def bento_config_overrides(config: BentoConfig) -> dict[str, Any]:
+    """BENTOML_CONFIG_OVERRIDES: BentoML's v2 configuration, nested (it rejects dotted keys there)."""
+    tree: dict[str, Any] = {}
+    if config.service is not None:
+        prefix = f"services.{config.service}"
+        if config.workers is not None:
+            _set_dotted(tree, f"{prefix}.workers", config.workers)
+        if config.timeout_seconds is not None:
+            _set_dotted(tree, f"{prefix}.traffic.timeout", config.timeout_seconds)
+        if config.max_concurrency is not None:
+            _set_dotted(tree, f"{prefix}.traffic.max_concurrency", config.max_concurrency)
+    for key, value in sorted(config.options.items()):
+        _set_dotted(tree, key, _scalar(value))
+    return tree
+
+
+def _env(template: RevisionTemplate) -> list[dict[str, Any]]:
+    """The operator's variables first, the user's after; a user variable replaces one of ours."""
+    ours: dict[str, dict[str, Any]] = {
+        "BENTOML_PORT": {"name": "BENTOML_PORT", "value": str(HTTP_PORT)},
+        "BENTOML_HOST": {"name": "BENTOML_HOST", "value": "0.0.0.0"},
+        "BENTOML_DO_NOT_TRACK": {"name": "BENTOML_DO_NOT_TRACK", "value": "1"},
+        "BENTOML_HOME": {"name": "BENTOML_HOME", "value": BENTOML_HOME},
+        "TMPDIR": {"name": "TMPDIR", "value": TMP_DIR},
+    }
+    overrides = bento_config_overrides(template.bento_config)
+    if overrides:
+        value = json.dumps(overrides, sort_keys=True, separators=(",", ":"))
+        ours["BENTOML_CONFIG_OVERRIDES"] = {"name": "BENTOML_CONFIG_OVERRIDES", "value": value}
+    for var in template.env:
+        ours.pop(var.name, None)
+    return list(ours.values()) + [var.wire() for var in template.env]
+
+
+def _resources(template: RevisionTemplate) -> dict[str, Any]:
+    res = template.resources
+    out: dict[str, Any] = {}
+    if res.requests:
+        out["requests"] = {k: str(v) for k, v in sorted(res.requests.items())}
+    limits = {k: str(v) for k, v in sorted(res.limits.items())}
+    if res.gpu is not None and res.gpu.count > 0:
+        limits[res.gpu.resource_name] = str(res.gpu.count)
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+
+
+def archive_location(template: RevisionTemplate) -> str:
+    """Where the init container finds the bento archive: a URL, or a path on the mounted claim."""
+    bento = template.bento
+    assert bento.tag is not None
+    assert bento.store is not None
+    name, version = bento.name_and_version
+    archive = f"{name}-{version}.bento"
+    uri = bento.store.uri
+    if uri.startswith("pvc://"):
+        path = urlsplit(uri).path.lstrip("/")
+        return posixpath.join(STORE_MOUNT, path, archive)
+    return uri.rstrip("/") + "/" + archive
+
+
+def _probes(template: RevisionTemplate) -> dict[str, Any]:
+    startup_seconds = parse_duration(template.startup_timeout).total_seconds()
+    http = {"port": "http"}
+    return {
+        # BentoML answers /readyz only once the service (and its model) has loaded.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", **http},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", **http},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        # Liveness only starts once this passes, so slow model loading is not a crash.
+        "startupProbe": {
+            "httpGet": {"path": "/livez", **http},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": max(1, math.ceil(startup_seconds / PROBE_PERIOD_SECONDS)),
+        },
+    }
+
+
+def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
+    bento = template.bento
+    mounts = [{"name": "tmp", "mountPath": TMP_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    container: dict[str, Any] = {"name": "bento"}
+    init_containers: list[dict[str, Any]] = []
+
+    if bento.tag is not None:
+        assert bento.store is not None
+        image = bento.runtime_image or ""
+        # The init container imports the bento into BENTOML_HOME on the shared emptyDir; the server reads it there.
+        fetch_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
+        if bento.store.uri.startswith("pvc://"):
+            claim = urlsplit(bento.store.uri).netloc
+            volumes.append({"name": "bento-store", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+            fetch_mounts.append({"name": "bento-store", "mountPath": STORE_MOUNT, "readOnly": True})
+        fetch: dict[str, Any] = {
+            "name": "fetch-bento",
+            "image": image,
+            "command": ["bentoml", "import", archive_location(template)],
+            "env": [
+                {"name": "BENTOML_HOME", "value": BENTOML_HOME},
+                {"name": "BENTOML_DO_NOT_TRACK", "value": "1"},
+                {"name": "TMPDIR", "value": TMP_DIR},
+            ],
+            "volumeMounts": fetch_mounts,
+            "securityContext": _container_security(),
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        }
+        if bento.store.secret_ref is not None:
+            fetch["envFrom"] = [{"secretRef": {"name": bento.store.secret_ref.name}}]
+        if bento.image_pull_policy:
+            fetch["imagePullPolicy"] = bento.image_pull_policy
+        init_containers.append(fetch)
+        container["image"] = image
+        container["command"] = ["bentoml", "serve", bento.tag]
+    else:
+        container["image"] = bento.image
+    if bento.image_pull_policy:
+        container["imagePullPolicy"] = bento.image_pull_policy
+
+    container.update(
+        {
+            "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+            "env": _env(template),
+            "resources": _resources(template),
+            **_probes(template),
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+            "securityContext": _container_security(),
+            "volumeMounts": mounts,
+        }
+    )
+
+    placement = template.placement
+    tolerations = [t.wire() for t in placement.tolerations]
+    gpu = template.resources.gpu
+    if gpu is not None and gpu.count > 0 and not any(t.get("key") == gpu.resource_name for t in tolerations):
+        # GPU nodes are commonly tainted with the device's resource name.
+        tolerations.append({"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+
+    spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": BENTO_UID,
+            "runAsGroup": BENTO_UID,
+            "fsGroup": BENTO_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": volumes,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(md)},
+            }
+        ],
+    }
+    if init_containers:
+        spec["initContainers"] = init_containers
+    if template.service_account_name:
+        spec["serviceAccountName"] = template.service_account_name
+    else:
+        # The model server never talks to the Kubernetes API.
+        spec["automountServiceAccountToken"] = False
+    if template.image_pull_secrets:
+        spec["imagePullSecrets"] = [s.wire() for s in template.image_pull_secrets]
+    if placement.node_selector:
+        spec["nodeSelector"] = dict(sorted(placement.node_selector.items()))
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if placement.affinity:
+        spec["affinity"] = placement.affinity
+    if placement.priority_class_name:
+        spec["priorityClassName"] = placement.priority_class_name
+    return spec
+
+
+def render_deployment(md: ModelDeployment, plan: RevisionPlan) -> dict[str, Any]:
+    template = plan.template
+    _, version = template.bento.name_and_version
+    pod_labels = {**labels(md, plan.role), REVISION_LABEL: plan.revision}
+    if version:
+        pod_labels["app.kubernetes.io/version"] = version[:63].strip("-_.") or "unknown"
+    startup_seconds = parse_duration(template.startup_timeout).total_seconds()
+    spec: dict[str, Any] = {
+        "revisionHistoryLimit": 3,
+        # The Deployment controller reports ProgressDeadlineExceeded only after a pod had its startup time.
+        "progressDeadlineSeconds": int(startup_seconds) + 120,
+        "selector": {"matchLabels": selector(md, plan.role)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(HTTP_PORT),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": pod_spec(md, template),
+        },
+    }
+    if plan.replicas is not None:
+        spec["replicas"] = plan.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(md, child_name(md, plan.role), plan.role),
+        "spec": spec,
+    }

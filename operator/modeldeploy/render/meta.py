@@ -1,0 +1,61 @@
+"""Names, labels and owner references shared by every child."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+from modeldeploy.api.v1alpha1.revision import NAME_LABEL, ROLE_LABEL, Role
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "modeldeploy"
+HTTP_PORT = 3000
+
+
+def child_name(md: ModelDeployment, role: Role = "stable") -> str:
+    return md.name if role == "stable" else f"{md.name}-canary"
+
+
+def label_value(text: str) -> str:
+    """A valid label value: at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+    return cleaned.strip("-_.")
+
+
+def selector(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
+    out = {NAME_LABEL: md.name}
+    if role is not None:
+        out[ROLE_LABEL] = role
+    return out
+
+
+def labels(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
+    bento_name, _ = md.spec.bento.name_and_version
+    out = {
+        "app.kubernetes.io/name": label_value(bento_name) or "model",
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "modeldeploy",
+        MANAGED_BY: MANAGER,
+        **selector(md, role),
+    }
+    return out
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.metadata.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(md: ModelDeployment, name: str, role: Role | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": md.namespace, "labels": labels(md, role)}
+    if md.metadata.get("uid"):
+        meta["ownerReferences"] = [owner_reference(md)]
+    return meta
