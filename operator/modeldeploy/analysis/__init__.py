@@ -1,0 +1,1 @@
+"""Canary analysis: metric queries turned into verdicts."""
