@@ -1,0 +1,185 @@
+"""`modeldeploy`: run the operator, print the CRD, render a ModelDeployment, control a rollout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from modeldeploy import __version__
+from modeldeploy.api.errors import describe
+from modeldeploy.api.v1alpha1 import ModelDeployment
+
+EXIT_INVALID = 2
+
+
+def _yaml_stream(objects: Sequence[dict[str, Any]], out: TextIO) -> None:
+    out.write(yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True, width=120))
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from modeldeploy.api.crd import crd
+
+    _yaml_stream([crd()], sys.stdout)
+    return 0
+
+
+def _load_modeldeployments(path: str) -> list[dict[str, Any]]:
+    with sys.stdin if path == "-" else open(path, encoding="utf-8") as handle:
+        docs = [d for d in yaml.safe_load_all(handle) if d]
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") == "ModelDeployment"]
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print what the operator creates for a ModelDeployment that is deployed for the first time."""
+    from datetime import UTC, datetime
+
+    from modeldeploy.render import render_children
+    from modeldeploy.rollout.observed import Observed
+    from modeldeploy.rollout.plan import PlanConfig, plan
+
+    try:
+        docs = _load_modeldeployments(args.filename)
+    except (OSError, yaml.YAMLError) as err:
+        print(f"error: cannot read {args.filename}: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    if not docs:
+        print(f"error: {args.filename} holds no ModelDeployment", file=sys.stderr)
+        return EXIT_INVALID
+    out: list[dict[str, Any]] = []
+    failed = False
+    for doc in docs:
+        doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+        try:
+            md = ModelDeployment.model_validate(doc)
+        except ValidationError as err:
+            name = doc.get("metadata", {}).get("name", "<unnamed>")
+            for line in describe(err):
+                print(f"error: ModelDeployment {name}: {line}", file=sys.stderr)
+            failed = True
+            continue
+        result = plan(md, Observed(now=datetime.now(UTC)), PlanConfig(args.default_runtime_image))
+        out += render_children(md, result.stable, result.canary, route_weight=result.route_weight)
+    _yaml_stream(out, sys.stdout)
+    return EXIT_INVALID if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from modeldeploy.analysis.prometheus import measure_canary
+    from modeldeploy.handlers import operator as _handlers  # registers the handlers
+    from modeldeploy.handlers.operator import Settings
+    from modeldeploy.handlers.reconciler import Reconciler
+    from modeldeploy.k8s.client import Client
+    from modeldeploy.rollout.plan import PlanConfig
+
+    del _handlers
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    client = Client.from_environment(pool_size=args.workers * 2)
+    reconciler = Reconciler(client=client, config=PlanConfig(args.default_runtime_image), measure=measure_canary)
+    settings = Settings(reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds))
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
+def _control(args: argparse.Namespace, annotation: str, verb: str) -> int:
+    from modeldeploy.api.v1alpha1 import API_VERSION, KIND
+    from modeldeploy.k8s.client import Client
+
+    client = Client.from_environment()
+    body = client.get(API_VERSION, KIND, args.namespace, args.name)
+    if body is None:
+        print(f"error: ModelDeployment {args.namespace}/{args.name} not found", file=sys.stderr)
+        return 1
+    canary = (body.get("status") or {}).get("canary")
+    if not canary or canary.get("state") != "Progressing":
+        print(
+            f"error: ModelDeployment {args.namespace}/{args.name} has no canary in progress to {verb}", file=sys.stderr
+        )
+        return 1
+    client.patch_annotations(body, {annotation: canary["revision"]})
+    print(f"modeldeployment {args.name}: {verb} of canary {canary['revision']} ({canary.get('bento')}) requested")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from modeldeploy.api.v1alpha1.types import PROMOTE_ANNOTATION
+
+    return _control(args, PROMOTE_ANNOTATION, "promotion")
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    from modeldeploy.api.v1alpha1.types import ABORT_ANNOTATION
+
+    return _control(args, ABORT_ANNOTATION, "abort")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster credentials")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch this namespace (repeatable; globs allowed); all namespaces when absent",
+    )
+    run.add_argument("--workers", type=int, default=int(os.environ.get("MODELDEPLOY_WORKERS", "4")))
+    run.add_argument(
+        "--default-runtime-image",
+        default=os.environ.get("MODELDEPLOY_DEFAULT_RUNTIME_IMAGE") or None,
+        help="image with bentoml for ModelDeployments that give a bento tag but no runtimeImage",
+    )
+    run.add_argument(
+        "--liveness", default=os.environ.get("MODELDEPLOY_LIVENESS") or None, help="e.g. http://0.0.0.0:8080/healthz"
+    )
+    run.add_argument("--resync-seconds", type=float, default=300.0, help="period of the full resync backstop")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    crd = sub.add_parser("crd", help="print the ModelDeployment CustomResourceDefinition")
+    crd.set_defaults(func=cmd_crd)
+
+    render = sub.add_parser("render", help="print the objects the operator creates for a ModelDeployment")
+    render.add_argument("-f", "--filename", required=True, help="YAML file with ModelDeployments, or - for stdin")
+    render.add_argument("-n", "--namespace", default="default", help="namespace for objects that name none")
+    render.add_argument("--default-runtime-image", default=None)
+    render.set_defaults(func=cmd_render)
+
+    for verb, func, text in (
+        ("promote", cmd_promote, "promote the canary in progress now, skipping its remaining steps"),
+        ("abort", cmd_abort, "abort the canary in progress: roll back to the stable revision"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("name")
+        p.add_argument("-n", "--namespace", default="default")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thin kopf wiring and the reconcile it drives."""

@@ -1,0 +1,292 @@
+"""One level-based reconcile of one ModelDeployment: observe, plan (pure), apply, report.
+
+Runs on a worker thread. Reads the object fresh from the API server, takes its children
+from the operator's in-memory index (kept by kopf's watches), asks `rollout` what should
+run, `render` for the manifests, applies them with server-side apply, removes children
+no longer wanted, and writes status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy.api.errors import describe
+from modeldeploy.api.measurement import Measurement
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, ModelDeploymentStatus
+from modeldeploy.api.v1alpha1.revision import NAME_LABEL, RevisionTemplate, template_of
+from modeldeploy.api.v1alpha1.types import Condition
+from modeldeploy.k8s.client import FIELD_MANAGER, ApiError, Client, ObjectRef
+from modeldeploy.render import RenderConfig, render_children
+from modeldeploy.render.meta import child_name
+from modeldeploy.rollout.clock import timestamp
+from modeldeploy.rollout.conditions import transitions
+from modeldeploy.rollout.observed import DeploymentState, Observed, pod_problems
+from modeldeploy.rollout.plan import Event, Plan, PlanConfig, analysis_due, plan
+
+log = logging.getLogger(__name__)
+
+HANDOFF_MANAGER = "modeldeploy-handoff"
+GATEWAY_CHECK_TTL = 60.0
+CONFLICT_RETRY = timedelta(seconds=1)
+# A ModelDeployment that can't be fixed by waiting is looked at again only this often.
+INVALID_RECHECK = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Child:
+    """What the operator's index keeps of a child object."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    deployment: DeploymentState | None = None
+
+
+Measure = Callable[[ModelDeployment, str], Measurement]
+
+
+@dataclass
+class Reconciler:
+    client: Client
+    config: PlanConfig = field(default_factory=PlanConfig)
+    measure: Measure | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _gateway_checked: tuple[float, bool] = (0.0, False)
+
+    # -- entry point -----------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str, children: Mapping[tuple[str, str], Child]) -> timedelta | None:
+        body = self.client.get(API_VERSION, KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # gone, or going: the garbage collector removes the children
+        try:
+            md = parse(body)
+        except ValidationError as err:
+            self._report_invalid(body, describe(err))
+            return INVALID_RECHECK
+
+        observed = self.observe(md, children)
+        revision = analysis_due(md, observed)
+        if revision is not None and self.measure is not None:
+            observed = replace(observed, measurement=self.measure(md, revision))
+        result = plan(md, observed, self.config)
+        for note in result.notes:
+            log.warning("%s/%s: %s", namespace, name, note)
+
+        problems = self._apply(md, result, children, observed.gateway_api)
+        status = _with_apply_problems(result.status, problems, observed.now)
+        if not self._write_status(body, status):
+            return CONFLICT_RETRY
+        events = [*result.events, *(Event(*e) for e in transitions(md.status or ModelDeploymentStatus(), status))]
+        for event in events:
+            self.client.post_event(
+                body, type_=event.type, reason=event.reason, message=event.message, action="Reconcile"
+            )
+        return result.requeue_after
+
+    # -- observe -----------------------------------------------------------------------
+
+    def observe(self, md: ModelDeployment, children: Mapping[tuple[str, str], Child]) -> Observed:
+        now = self.clock()
+        stable = children.get(("Deployment", child_name(md, "stable")))
+        canary = children.get(("Deployment", child_name(md, "canary")))
+        stable_state = stable.deployment if stable else None
+        canary_state = canary.deployment if canary else None
+
+        problems: tuple[Any, ...] = ()
+        if _struggling(stable_state) or _struggling(canary_state):
+            # Only when pods are not all Ready: listing pods on every reconcile would cost the API server.
+            pods = self.client.list("v1", "Pod", md.namespace, {NAME_LABEL: md.name})
+            problems = pod_problems(pods)
+
+        template = template_of(md.spec, self.config.default_runtime_image)
+        settled = (
+            md.status is not None
+            and md.status.stable is not None
+            and md.status.stable.revision == template.revision
+            and md.status.canary is None
+            and not _struggling(stable_state)
+        )
+        missing = () if settled else self.missing_references(md.namespace, template)
+        gateway = self.gateway_api() if md.spec.rollout.traffic_routing == "GatewayAPI" else True
+        return Observed(
+            now=now,
+            stable=stable_state,
+            canary=canary_state,
+            children=frozenset((c.kind, c.name) for c in children.values()),
+            pod_problems=problems,
+            missing_references=missing,
+            gateway_api=gateway,
+        )
+
+    def missing_references(self, namespace: str, template: RevisionTemplate) -> tuple[str, ...]:
+        """Objects the pods need that do not exist. Secrets are checked by metadata only."""
+        wanted: list[tuple[str, str, str, str]] = []
+        bento = template.bento
+        if bento.store is not None and bento.store.secret_ref is not None:
+            wanted.append(("v1", "Secret", bento.store.secret_ref.name, "spec.bento.store.secretRef"))
+        if bento.store is not None and bento.store.uri.startswith("pvc://"):
+            claim = bento.store.uri.removeprefix("pvc://").split("/", 1)[0]
+            wanted.append(("v1", "PersistentVolumeClaim", claim, "spec.bento.store.uri"))
+        for i, var in enumerate(template.env):
+            source = var.value_from
+            if source is None:
+                continue
+            if source.secret_key_ref is not None and not source.secret_key_ref.optional:
+                wanted.append(("v1", "Secret", source.secret_key_ref.name, f"spec.env[{i}].valueFrom.secretKeyRef"))
+            if source.config_map_key_ref is not None and not source.config_map_key_ref.optional:
+                wanted.append(
+                    ("v1", "ConfigMap", source.config_map_key_ref.name, f"spec.env[{i}].valueFrom.configMapKeyRef")
+                )
+        for i, ref in enumerate(template.image_pull_secrets):
+            wanted.append(("v1", "Secret", ref.name, f"spec.imagePullSecrets[{i}]"))
+        if template.service_account_name:
+            wanted.append(("v1", "ServiceAccount", template.service_account_name, "spec.serviceAccountName"))
+        missing = []
+        for api_version, kind, name, where in wanted:
+            if not self.client.exists_metadata_only(api_version, kind, namespace, name):
+                missing.append(f"{kind} {namespace}/{name} (named in {where}) does not exist")
+        return tuple(missing)
+
+    def gateway_api(self) -> bool:
+        checked_at, present = self._gateway_checked
+        if time.monotonic() - checked_at > GATEWAY_CHECK_TTL:
+            present = self.client.has_api("gateway.networking.k8s.io/v1", "httproutes")
+            self._gateway_checked = (time.monotonic(), present)
+        return present
+
+    # -- act -----------------------------------------------------------------------------
+
+    def _apply(
+        self, md: ModelDeployment, result: Plan, children: Mapping[tuple[str, str], Child], gateway_api: bool
+    ) -> list[tuple[str, str]]:
+        desired = render_children(
+            md, result.stable, result.canary, route_weight=result.route_weight, config=RenderConfig(gateway_api)
+        )
+        problems: list[tuple[str, str]] = []
+        stable_child = children.get(("Deployment", child_name(md, "stable")))
+        if md.spec.autoscaling is not None and stable_child is not None and stable_child.deployment is not None:
+            self._hand_replicas_to_autoscaler(md, stable_child.deployment)
+        for obj in desired:
+            try:
+                self.client.apply(obj)
+            except ApiError as err:
+                if err.status >= 500 or err.status in (409, 429):
+                    raise  # transient: the queue retries with backoff
+                where = f"{obj['kind']} {obj['metadata']['name']}"
+                log.warning("%s/%s: applying %s failed: %s", md.namespace, md.name, where, err)
+                problems.append(("ChildRejected", f"{where} was rejected by the API server: {err.message}"))
+        wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
+        for (kind, name), child in children.items():
+            if (kind, name) not in wanted:
+                log.info("%s/%s: removing %s %s", md.namespace, md.name, kind, name)
+                self.client.delete(ObjectRef(child.api_version, kind, md.namespace, name), uid=child.uid)
+        return problems
+
+    def _hand_replicas_to_autoscaler(self, md: ModelDeployment, stable: DeploymentState) -> None:
+        """Stop owning spec.replicas without resetting it.
+
+        Server-side apply removes a field its manager stops sending unless another manager
+        owns it too; a one-field apply under a second manager keeps the current count until
+        the autoscaler writes its own.
+        """
+        if FIELD_MANAGER not in stable.replicas_owned_by or HANDOFF_MANAGER in stable.replicas_owned_by:
+            return
+        self.client.apply(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": stable.name, "namespace": md.namespace},
+                "spec": {"replicas": stable.spec_replicas},
+            },
+            field_manager=HANDOFF_MANAGER,
+        )
+
+    def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
+        """Write status if it changed; False when the object changed under us (reconcile again)."""
+        old = body.get("status") or {}
+        new = status.wire()
+        if new == old:
+            return True
+        try:
+            self.client.patch_status(body, old, new)
+        except ApiError as err:
+            if err.conflict:
+                return False
+            raise
+        return True
+
+    def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> None:
+        """A spec the API server let through but the operator cannot use: say so in status."""
+        message = "; ".join(problems)
+        old = body.get("status") or {}
+        now = timestamp(self.clock())
+        previous = {c.get("type"): c for c in old.get("conditions", []) or []}
+        conditions = []
+        for type_, ok in (("Ready", False), ("Degraded", True)):
+            status = "True" if ok else "False"
+            prev = previous.get(type_, {})
+            since = prev.get("lastTransitionTime") if prev.get("status") == status else now
+            conditions.append(
+                Condition(
+                    type=type_,
+                    status=status,
+                    reason="InvalidSpec",
+                    message=message,
+                    last_transition_time=since,
+                    observed_generation=body["metadata"].get("generation"),
+                ).wire()
+            )
+        new = {
+            **old,
+            "phase": "Failed",
+            "observedGeneration": body["metadata"].get("generation"),
+            "conditions": conditions,
+        }
+        if new != old:
+            self.client.patch_status(body, old, new)
+            self.client.post_event(body, type_="Warning", reason="InvalidSpec", message=message, action="Validate")
+
+
+def parse(body: Mapping[str, Any]) -> ModelDeployment:
+    """The typed object; a status the operator cannot read is dropped rather than fatal."""
+    data = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+    md = ModelDeployment.model_validate(data)
+    if body.get("status"):
+        try:
+            md.status = ModelDeploymentStatus.model_validate(body["status"])
+        except ValidationError as err:
+            log.warning("%s: unreadable status ignored: %s", md.name, "; ".join(describe(err)))
+    return md
+
+
+def _struggling(state: DeploymentState | None) -> bool:
+    return state is not None and (not state.current or state.ready_replicas < state.spec_replicas)
+
+
+def _with_apply_problems(
+    status: ModelDeploymentStatus, problems: list[tuple[str, str]], now: datetime
+) -> ModelDeploymentStatus:
+    if not problems:
+        return status
+    message = "; ".join(m for _, m in problems)
+    reason = problems[0][0]
+    conditions = []
+    for cond in status.conditions:
+        if cond.type in ("Ready", "Degraded"):
+            value = "True" if cond.type == "Degraded" else "False"
+            since = cond.last_transition_time if cond.status == value else timestamp(now)
+            update = {"status": value, "reason": reason, "message": message, "last_transition_time": since}
+            conditions.append(cond.model_copy(update=update))
+        else:
+            conditions.append(cond)
+    phase = "Degraded" if (status.ready_replicas or 0) > 0 else "Failed"
+    return status.model_copy(update={"conditions": conditions, "phase": phase})

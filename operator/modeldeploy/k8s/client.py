@@ -1,0 +1,268 @@
+"""The only place that talks to the Kubernetes API (kopf's own watching aside).
+
+A small generic client over the `kubernetes` package's transport: objects are plain
+dicts, children are written with server-side apply under one field manager, the
+ModelDeployment's status with a JSON merge patch computed from what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "modeldeploy"
+
+# apiVersion, kind -> plural; the operator only ever touches these kinds.
+PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Event"): "events",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "ReplicaSet"): "replicasets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("modeldeploy.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
+    ("events.k8s.io/v1", "Event"): "events",
+}
+
+
+class ApiError(Exception):
+    """An error answer of the API server, with its HTTP status and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def invalid(self) -> bool:
+        return self.status == 422
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    plural = PLURALS[(api_version, kind)]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    return base + (f"/{quote(name)}" if name else "")
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns old into new (None where a key goes away)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        meta = obj["metadata"]
+        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+class Client:
+    """Synchronous, thread-safe; reconciles run it from worker threads."""
+
+    def __init__(self, api: k8s_client.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 16) -> Client:
+        """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        configuration.connection_pool_maxsize = pool_size
+        return cls(k8s_client.ApiClient(configuration))
+
+    # -- transport ---------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Iterable[tuple[str, str]] = (),
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = 30,
+    ) -> Any:
+        query = list(query)
+        url_path = path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        req = self.api.param_serialize(
+            method, url_path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api.call_api(*req, _request_timeout=timeout)
+        data = response.read()
+        text = data.decode("utf-8") if isinstance(data, bytes) else (data or "")
+        if not 200 <= response.status < 300:
+            message = text
+            try:
+                status = json.loads(text)
+                message = status.get("message", text)
+                reason = status.get("reason", response.reason or "")
+            except ValueError:
+                reason = response.reason or ""
+            raise ApiError(response.status, reason, message)
+        return json.loads(text) if text else None
+
+    # -- objects -------------------------------------------------------------------
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+        return result
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(label_selector.items()))
+        result = self.request("GET", resource_path(api_version, kind, namespace), query=[("labelSelector", selector)])
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager, taking over fields it owns."""
+        ref = ObjectRef.of(obj)
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
+            body=obj,
+            query=[("fieldManager", field_manager), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    def delete(self, ref: ObjectRef, *, uid: str | None = None) -> bool:
+        """Delete (foreground-free, background GC); False when it was already gone."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", resource_path(ref.api_version, ref.kind, ref.namespace, ref.name), body=body)
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return True
+
+    def patch_status(self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Write status through the status subresource, sending only what changed."""
+        ref = ObjectRef.of(obj)
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/status",
+            body={"status": merge_patch(old, new)},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def patch_annotations(self, obj: dict[str, Any], annotations: dict[str, str | None]) -> dict[str, Any]:
+        ref = ObjectRef.of(obj)
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
+            body={"metadata": {"annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def exists_metadata_only(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Whether an object exists, fetching its metadata only (a Secret's data never reaches us)."""
+        try:
+            self.request(
+                "GET",
+                resource_path(api_version, kind, namespace, name),
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return True
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        """Whether the cluster serves a resource, e.g. ("gateway.networking.k8s.io/v1", "httproutes")."""
+        try:
+            found = self.request("GET", f"/apis/{group_version}")
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources", []))
+
+    def post_event(self, regarding: dict[str, Any], *, type_: str, reason: str, message: str, action: str) -> None:
+        """An events.k8s.io/v1 Event about an object; best effort, never fails a reconcile."""
+        meta = regarding["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reportingController": "modeldeploy.dev/operator",
+            "reportingInstance": "modeldeploy-operator",
+            "action": action,
+            "reason": reason,
+            "note": message[:1024],
+            "type": type_,
+            "regarding": {
+                "apiVersion": regarding["apiVersion"],
+                "kind": regarding["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+        }
+        try:
+            self.request("POST", resource_path("events.k8s.io/v1", "Event", meta["namespace"]), body=event)
+        except ApiError as err:
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
