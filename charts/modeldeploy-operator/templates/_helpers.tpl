@@ -1,0 +1,64 @@
+{{- define "modeldeploy.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modeldeploy.serviceAccountName" -}}
+{{- default (include "modeldeploy.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "modeldeploy.labels" -}}
+app.kubernetes.io/name: modeldeploy-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "modeldeploy.selectorLabels" -}}
+app.kubernetes.io/name: modeldeploy-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* What the operator does to the objects it manages, in every namespace it watches. No wildcards. */}}
+{{- define "modeldeploy.namespacedRules" -}}
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments/status"]
+  verbs: ["get", "patch"]
+# Owner references with blockOwnerDeletion on children.
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Why pods of a ModelDeployment are not Ready (listed by label, only then).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Whether referenced objects exist. Secrets are read by name, metadata only, never listed or watched.
+- apiGroups: [""]
+  resources: ["secrets", "configmaps", "serviceaccounts", "persistentvolumeclaims"]
+  verbs: ["get"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
