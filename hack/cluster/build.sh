@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# Build the binaries of the local development cluster from upstream Go modules.
+#
+# Nothing here downloads a prebuilt binary: everything comes from the Go
+# module proxy and is compiled locally, then cached by version in
+#   ${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin/<name>-<version>
+# so that a second run (or another checkout) only checks that files exist.
+#
+# Usage:
+#   hack/cluster/build.sh [component ...]    build what is missing (default: all)
+#   hack/cluster/build.sh --gateway-api-crds print the Gateway API standard CRD dir
+#   hack/cluster/build.sh --list             print the cached file of each binary
+#
+# Components: kubernetes (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl), etcd, kwok, helm, gateway-api (CRD YAML only).
+#
+# Environment:
+#   MODELDEPLOY_CACHE        cache root (default ~/.cache/modeldeploy)
+#   MODELDEPLOY_BUILD_JOBS   `go build -p` (default: number of CPUs)
+#   MODELDEPLOY_BUILD_QUIET  set to 1 to hide per-package progress
+#   MODELDEPLOY_KEEP_GOCACHE set to 1 to keep the Go build cache (~6 GB after
+#                            a full build) for faster rebuilds after a bump
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/cluster/versions.env disable=SC1091
+source "$HERE/versions.env"
+
+CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+BIN="$CACHE/bin"
+WORK="$CACHE/build"
+JOBS="${MODELDEPLOY_BUILD_JOBS:-$(nproc)}"
+
+# The wrapper modules below are ours, so our settings apply: resolve missing
+# requirements (-mod=mod), ignore any go.work above the cache, static binaries
+# like upstream's release builds, no VCS stamping (the cache is not a repo).
+export GOFLAGS="-mod=mod -buildvcs=false"
+export GOWORK=off
+export CGO_ENABLED=0
+# A private build cache: a full build leaves ~6 GB of compiled packages that
+# are useless once the binaries exist, and this one can be deleted without
+# touching the user's own Go build cache (see cleanup at the end of main).
+export GOCACHE="$CACHE/go-build"
+
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# `go build -v` prints one line per compiled package: count those and show
+# every 100th with a running total, pass every other line (errors) through.
+progress() {
+    local label="$1" total="${2:-?}"
+    if [[ "${MODELDEPLOY_BUILD_QUIET:-0}" == 1 ]]; then
+        grep -vE '^[A-Za-z0-9_.~+/-]+$' || true
+        return
+    fi
+    awk -v label="$label" -v total="$total" -v start="$(date +%s)" '
+        /^[A-Za-z0-9_.~+\/-]+$/ {
+            n++
+            if (n % 100 == 0) {
+                printf "    [%s] %d/%s packages compiled, %ds (%s)\n", label, n, total, systime() - start, $0
+                fflush()
+            }
+            next
+        }
+        { print; fflush() }
+        END { printf "    [%s] %d packages compiled in %ds\n", label, n, systime() - start }
+    ' >&2
+}
+
+# Pass output on to stderr (stdout is reserved for --list and the CRD dir);
+# unlike a bare grep/cat in a pipeline, no output is not a failure.
+to_stderr() { grep -v '^go: finding' >&2 || true; }
+
+# JSON field of `go mod download -json`; the command exits non-zero when the
+# module needs a newer go than ours (gateway-api v1.7.0 wants go 1.27) even
+# though the zip and go.mod were downloaded, so the caller decides what matters.
+mod_field() {
+    local module="$1" field="$2"
+    (
+        cd "$WORK" || exit
+        go mod download -json "$module" 2>/dev/null || : # see above
+    ) |
+        python3 -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get(sys.argv[1], ""))
+except ValueError:  # no answer at all (no network?): the caller reports it
+    print("")
+' "$field"
+}
+
+all_present() {
+    local f
+    for f in "$@"; do [[ -x "$f" ]] || return 1; done
+}
+
+# Move freshly built binaries into the cache under versioned names; the
+# rename is atomic, so an interrupted build never leaves a half-written binary.
+install_bin() {
+    local src="$1" name="$2" version="$3"
+    mv -f "$src" "$BIN/$name-$version"
+    log "installed $BIN/$name-$version ($(du -h "$BIN/$name-$version" | cut -f1))"
+}
+
+build_kubernetes() {
+    local v="$KUBERNETES_VERSION"
+    local staging_v="v0.${v#v1.}" # v1.37.2 -> v0.37.2 (staging modules)
+    local targets=() name
+    for name in "${KUBE_BINARIES[@]}"; do targets+=("$BIN/$name-$v"); done
+    if all_present "${targets[@]}"; then log "kubernetes $v: cached"; return; fi
+
+    local start=$SECONDS dir="$WORK/kubernetes-$v"
+    log "kubernetes $v: preparing wrapper module in $dir"
+    rm -rf "$dir" && mkdir -p "$dir/out"
+
+    local gomod
+    gomod="$(mod_field "k8s.io/kubernetes@$v" GoMod)"
+    [[ -s "$gomod" ]] || die "cannot download k8s.io/kubernetes@$v from the module proxy"
+
+    # k8s.io/kubernetes requires its staging modules (k8s.io/api, client-go,
+    # ...) at v0.0.0 and replaces them with ./staging/src/... paths. Replace
+    # directives of a dependency are ignored, so pin each published staging
+    # module to the matching v0.X.Y here. The list comes from the go.mod of
+    # this very version, so new staging modules are picked up automatically.
+    local staging
+    staging="$(sed -nE 's#^[[:space:]]*(k8s\.io/[^[:space:]]+)[[:space:]]+=>[[:space:]]+\./staging/.*#\1#p' "$gomod")"
+    [[ -n "$staging" ]] || die "no staging modules found in $gomod"
+    local go_directive godebug
+    go_directive="$(sed -nE 's/^go ([0-9.]+)$/\1/p' "$gomod")"
+    # godebug settings (e.g. `godebug default=go1.26`) only take effect in the
+    # main module, which is ours now, so carry them over verbatim.
+    godebug="$(awk '/^godebug \(/{b=1} b{print} b&&/^\)/{b=0} /^godebug [^(]/{print}' "$gomod")"
+
+    {
+        echo "// Generated by hack/cluster/build.sh: builds the upstream main packages"
+        echo "// of k8s.io/kubernetes $v (no local sources)."
+        echo "module modeldeploy.local/kubernetes-build"
+        echo
+        echo "go ${go_directive:-1.26.0}"
+        echo
+        [[ -n "$godebug" ]] && printf '%s\n\n' "$godebug"
+        echo "require k8s.io/kubernetes $v"
+        echo
+        echo "replace ("
+        local m
+        for m in $staging; do printf '\t%s => %s %s\n' "$m" "$m" "$staging_v"; done
+        echo ")"
+        echo
+        # tool directives keep `go mod tidy` from dropping the requirements
+        # of the upstream main packages, which no Go file of ours imports.
+        echo "tool ("
+        for name in "${KUBE_BINARIES[@]}"; do printf '\tk8s.io/kubernetes/cmd/%s\n' "$name"; done
+        echo ")"
+    } >"$dir/go.mod"
+
+    log "kubernetes $v: resolving modules (go mod tidy; the first run downloads ~300 modules)"
+    (cd "$dir" && go mod tidy 2>&1 | to_stderr) || die "go mod tidy failed in $dir"
+
+    # The same version stamping as upstream's hack/lib/version.sh, for both the
+    # server side (/version, --version) and client-go (kubectl version).
+    local minor="${v#v1.}" build_date
+    minor="${minor%%.*}"
+    build_date="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["Time"])' \
+        "$(mod_field "k8s.io/kubernetes@$v" Info)" 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
+    local ldflags="-s -w" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit="
+    done
+
+    local pkgs=()
+    for name in "${KUBE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+    local total
+    total="$(cd "$dir" && go list -deps "${pkgs[@]}" 2>/dev/null | wc -l || echo '?')"
+    log "kubernetes $v: compiling ${KUBE_BINARIES[*]} (-p $JOBS, ~$total packages; ~7 min on 2 cores)"
+    # One `go build` for all four binaries: shared packages compile once.
+    (cd "$dir" && go build -v -p "$JOBS" -trimpath -ldflags "$ldflags" -o out/ "${pkgs[@]}" 2>&1) |
+        progress kubernetes "$total" || die "kubernetes build failed"
+    for name in "${KUBE_BINARIES[@]}"; do install_bin "$dir/out/$name" "$name" "$v"; done
+    log "kubernetes $v: done in $((SECONDS - start))s"
+}
+
+build_etcd() {
+    local v="$ETCD_VERSION"
+    if all_present "$BIN/etcd-$v"; then log "etcd $v: cached"; return; fi
+    local start=$SECONDS dir="$WORK/etcd-$v"
+    log "etcd $v: preparing wrapper module in $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    # go.etcd.io/etcd/server/v3's go.mod has replace directives (../api, ...),
+    # so `go install ...@version` refuses it; a wrapper module works and pins
+    # the sibling modules to the same release.
+    local m
+    {
+        echo "// Generated by hack/cluster/build.sh: etcd $v from go.etcd.io/etcd/server/v3."
+        echo "module modeldeploy.local/etcd-build"
+        echo
+        echo "go 1.26.0"
+        echo
+        echo "require go.etcd.io/etcd/server/v3 $v"
+        echo
+        echo "replace ("
+        for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+            printf '\tgo.etcd.io/etcd/%s => go.etcd.io/etcd/%s %s\n' "$m" "$m" "$v"
+        done
+        echo ")"
+    } >"$dir/go.mod"
+    # The same main as upstream's go.etcd.io/etcd/v3 (the repo root module).
+    cat >"$dir/main.go" <<'EOF'
+// Generated by hack/cluster/build.sh.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}
+EOF
+    (cd "$dir" && go mod tidy 2>&1 | to_stderr) || die "go mod tidy failed in $dir"
+    log "etcd $v: compiling"
+    (cd "$dir" && go build -v -p "$JOBS" -trimpath -ldflags "-s -w" -o "$dir/etcd" . 2>&1) |
+        progress etcd || die "etcd build failed"
+    install_bin "$dir/etcd" etcd "$v"
+    log "etcd $v: done in $((SECONDS - start))s"
+}
+
+# Modules without replace directives: plain `go install module/cmd@version`.
+go_install() {
+    local name="$1" v="$2" pkg="$3" ldflags="$4"
+    if all_present "$BIN/$name-$v"; then log "$name $v: cached"; return; fi
+    local start=$SECONDS gobin="$WORK/$name-$v"
+    rm -rf "$gobin" && mkdir -p "$gobin"
+    log "$name $v: go install $pkg@$v"
+    (cd "$WORK" && GOBIN="$gobin" GOFLAGS=-buildvcs=false \
+        go install -v -p "$JOBS" -trimpath -ldflags "$ldflags" "$pkg@$v" 2>&1) |
+        progress "$name" || die "$name build failed"
+    install_bin "$gobin/$name" "$name" "$v"
+    log "$name $v: done in $((SECONDS - start))s"
+}
+
+kwok_stages_dir() { echo "$CACHE/kwok/$KWOK_VERSION/stages"; }
+
+build_kwok() {
+    go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
+        "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+    # Unlike kwokctl, the kwok binary has no built-in stages: without a
+    # Stage config it neither marks nodes Ready nor pods Running. Keep the
+    # upstream "fast" stages of this very version next to the binary; the
+    # lease heartbeat matches kwokctl's default (--node-lease-duration-seconds).
+    local dest
+    dest="$(kwok_stages_dir)"
+    if compgen -G "$dest/*.yaml" >/dev/null; then return; fi
+    local src
+    src="$(mod_field "sigs.k8s.io/kwok@$KWOK_VERSION" Dir)/kustomize/stage"
+    [[ -d "$src" ]] || die "kwok module has no kustomize/stage directory ($src)"
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    cp "$src/node/fast/node-initialize.yaml" \
+        "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+        "$src/pod/fast/pod-ready.yaml" \
+        "$src/pod/fast/pod-complete.yaml" \
+        "$src/pod/fast/pod-delete.yaml" "$dest.tmp/"
+    chmod 644 "$dest.tmp"/*.yaml # files in the module cache are read-only
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    log "kwok $KWOK_VERSION: stages in $dest"
+}
+
+build_helm() {
+    go_install helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
+        "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+}
+
+gateway_api_dir() { echo "$CACHE/gateway-api/$GATEWAY_API_VERSION/standard"; }
+
+# Only the CRD manifests are needed, so take config/crd/standard/*.yaml out of
+# the module zip rather than building anything (v1.7.0's go.mod asks for go
+# 1.27, which `go mod download` reports as an error after downloading the zip).
+build_gateway_api() {
+    local v="$GATEWAY_API_VERSION" dest
+    dest="$(gateway_api_dir)"
+    if compgen -G "$dest/*.yaml" >/dev/null; then log "gateway-api $v CRDs: cached"; return; fi
+    log "gateway-api $v: extracting config/crd/standard from the module zip"
+    local zip
+    zip="$(mod_field "sigs.k8s.io/gateway-api@$v" Zip)"
+    [[ -s "$zip" ]] || die "cannot download sigs.k8s.io/gateway-api@$v from the module proxy"
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    python3 - "$zip" "sigs.k8s.io/gateway-api@$v/config/crd/standard/" "$dest.tmp" <<'EOF'
+import sys
+import zipfile
+from pathlib import Path
+
+archive, prefix, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+with zipfile.ZipFile(archive) as zf:
+    for name in zf.namelist():
+        rest = name[len(prefix):] if name.startswith(prefix) else ""
+        if rest.endswith(".yaml") and "/" not in rest:
+            (dest / rest).write_bytes(zf.read(name))
+EOF
+    compgen -G "$dest.tmp/*.yaml" >/dev/null || die "no CRDs under config/crd/standard in $zip"
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    log "gateway-api $v: $(find "$dest" -name '*.yaml' | wc -l) files in $dest"
+}
+
+list() {
+    local name
+    for name in "${KUBE_BINARIES[@]}"; do echo "$BIN/$name-$KUBERNETES_VERSION"; done
+    echo "$BIN/etcd-$ETCD_VERSION"
+    echo "$BIN/kwok-$KWOK_VERSION"
+    kwok_stages_dir
+    echo "$BIN/helm-$HELM_VERSION"
+    gateway_api_dir
+}
+
+main() {
+    case "${1:-}" in
+        --list) list; return ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; return ;;
+    esac
+    local print_crds=0 components=()
+    local arg
+    for arg in "$@"; do
+        case "$arg" in
+            --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
+            kubernetes|etcd|kwok|helm|gateway-api) components+=("$arg") ;;
+            all) components+=(kubernetes etcd kwok helm gateway-api) ;;
+            *) die "unknown component '$arg' (kubernetes, etcd, kwok, helm, gateway-api, all)" ;;
+        esac
+    done
+    [[ ${#components[@]} -gt 0 ]] || components=(kubernetes etcd kwok helm gateway-api)
+
+    command -v go >/dev/null || die "go is not installed (needs go >= 1.26)"
+    mkdir -p "$BIN" "$WORK"
+    # Several callers (make, pytest workers) may build at once: serialize.
+    exec 9>"$CACHE/.build.lock"
+    if ! flock -n 9; then
+        log "another build.sh is running; waiting for $CACHE/.build.lock"
+        flock 9
+    fi
+
+    local start=$SECONDS c
+    for c in "${components[@]}"; do
+        case "$c" in
+            kubernetes) build_kubernetes ;;
+            etcd) build_etcd ;;
+            kwok) build_kwok ;;
+            helm) build_helm ;;
+            gateway-api) build_gateway_api ;;
+        esac
+    done
+    if [[ -d "$GOCACHE" && "${MODELDEPLOY_KEEP_GOCACHE:-0}" != 1 ]]; then
+        log "removing the Go build cache $GOCACHE ($(du -sh "$GOCACHE" | cut -f1); MODELDEPLOY_KEEP_GOCACHE=1 keeps it)"
+        go clean -cache && rm -rf "$GOCACHE"
+    fi
+    if [[ $print_crds == 1 ]]; then
+        gateway_api_dir
+    else
+        log "all requested components ready in $((SECONDS - start))s (cache: $CACHE, $(du -sh "$CACHE" | cut -f1))"
+    fi
+}
+
+main "$@"

@@ -1,0 +1,208 @@
+"""Driving a real cluster from Python: kubectl, helm, the operator as a real process, waiting.
+
+Used by the cluster test tier (tests/cluster), `make up` (hack/up.py) and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modeldeploy-operator"
+OPERATOR_NAMESPACE = "modeldeploy-system"
+RELEASE = "modeldeploy"
+OPERATOR_SERVICE_ACCOUNT = "modeldeploy-operator"
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll until check() returns something truthy; fail naming what was awaited and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except Exception as err:  # a transient API error is a value like any other while waiting
+            last = err
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster with the kubectl and helm to drive it."""
+
+    provider: str
+    kubeconfig: Path
+    kubectl_bin: Path
+    helm_bin: Path
+
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
+        return env
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.kubectl_bin), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(kubeconfig),
+            check=False,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        result = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr or "not found" in result.stderr:
+                return None
+            raise AssertionError(f"kubectl get {kind} {name} failed: {result.stderr.strip()}")
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def apply(self, manifest: dict[str, Any] | str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.kubectl("apply", "-f", "-", input=text, check=check)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.helm_bin), *args], capture_output=True, text=True, env=self.env(), check=False, timeout=300
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount, so a local process has exactly its RBAC."""
+        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=24h").stdout.strip()
+        admin = yaml.safe_load(self.kubectl("config", "view", "--raw", "--minify", "--flatten").stdout)
+        cluster = admin["clusters"][0]["cluster"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": service_account, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
+            "current-context": "sa",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+
+class Operator:
+    """`modeldeploy run` as a real process, logging to a file."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "modeldeploy.cli", "run", "--verbose", *self.args]
+
+    def start(self) -> None:
+        """Start in a session of its own: it outlives the caller unless stopped (make up relies on that)."""
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.log.open("ab")
+        handle.write(f"\n===== start {self.starts + 1} =====\n".encode())
+        handle.flush()
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        handle.close()
+        self.starts += 1
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up, as when a node dies."""
+        if self.process is not None and self.alive:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.alive:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tracebacks(self) -> list[str]:
+        """Unexpected exceptions in the log (a reconcile that failed for a reason nobody planned)."""
+        text = self.logs()
+        return [chunk[:2000] for chunk in text.split("Traceback (most recent call last)")[1:]]
+
+
+def process_matches(pid: int, cmdline: list[str]) -> bool:
+    """Whether pid is alive and still runs cmdline: never signal a process that merely reused the PID."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return raw.rstrip(b"\0").split(b"\0") == [part.encode() for part in cmdline]
+
+
+def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (md.get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            found: dict[str, Any] = cond
+            return found
+    return {}
+
+
+def sample(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment manifest as a user writes it (image of `bentoml containerize`)."""
+    body: dict[str, Any] = {
+        "apiVersion": "modeldeploy.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "bento": {"image": "registry.example.com/iris-classifier:v1"},
+            "replicas": 2,
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        },
+    }
+    body["spec"].update(spec)
+    return body
