@@ -1,0 +1,139 @@
+"""The cluster tier: a real API server from a provider, the chart installed, the operator as a real process.
+
+Providers (MODELDEPLOY_CLUSTER):
+  local     (default) the control plane built from upstream sources by hack/cluster/, kwok nodes
+  kind      a kind cluster through pytest-kind (needs Docker; skipped with the reason where there is none)
+  existing  whatever KUBECONFIG points at
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterkit import (
+    CHART,
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    RELEASE,
+    ROOT,
+    Cluster,
+    Operator,
+    wait_for,
+)
+
+
+def _docker_available() -> str | None:
+    """None if a Docker engine answers, else why not."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker command"
+    result = subprocess.run([docker, "info"], capture_output=True, text=True, check=False, timeout=30)
+    if result.returncode != 0:
+        last = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
+        return f"`docker info` failed: {last[0]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    provider = os.environ.get("MODELDEPLOY_CLUSTER", "local")
+    if provider == "local":
+        from localcluster import LocalCluster
+
+        local = LocalCluster(ROOT / ".cluster")
+        started_here = not local.is_up()
+        info = local.up()
+        yield Cluster("local", info.kubeconfig, info.kubectl, info.helm)
+        # A cluster someone started (make up, make cluster-up) is left running for them.
+        if started_here and os.environ.get("MODELDEPLOY_KEEP_CLUSTER") != "1":
+            local.down()
+    elif provider == "kind":
+        why = _docker_available()
+        if why is not None:
+            pytest.skip(f"kind provider needs a Docker engine: {why}")
+        kind_cluster = request.getfixturevalue("kind_cluster")
+        tools = tmp_path_factory.mktemp("tools")
+        helm = shutil.which("helm") or str(tools / "helm")
+        yield Cluster("kind", Path(kind_cluster.kubeconfig_path), Path(kind_cluster.kubectl_path), Path(helm))
+    elif provider == "existing":
+        kubeconfig = os.environ.get("KUBECONFIG")
+        kubectl = shutil.which("kubectl")
+        helm = shutil.which("helm")
+        if not kubeconfig or not kubectl or not helm:
+            pytest.skip("existing provider needs KUBECONFIG, kubectl and helm on PATH")
+        yield Cluster("existing", Path(kubeconfig), Path(kubectl), Path(helm))
+    else:
+        raise pytest.UsageError(f"MODELDEPLOY_CLUSTER={provider!r}: use local, kind or existing")
+
+
+@pytest.fixture(scope="session")
+def chart(cluster: Cluster) -> Cluster:
+    """helm install of the chart: the CRD, RBAC, the ServiceAccount and the operator Deployment."""
+    cluster.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    wait_for(
+        lambda: cluster.kubectl("get", "crd", "modeldeployments.modeldeploy.dev", check=False).returncode == 0,
+        timeout=30,
+        what="the ModelDeployment CRD",
+    )
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(chart: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator as a local process with exactly the chart's RBAC (the chart's ServiceAccount token).
+
+    On the local provider the chart's own operator pod is simulated by kwok and does nothing;
+    this process does the work. On kind or a real cluster, set MODELDEPLOY_OPERATOR=chart
+    to test the chart's pod instead (needs the image in a registry the nodes can pull from).
+    """
+    work = tmp_path_factory.mktemp("operator")
+    kubeconfig = chart.token_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, work / "kubeconfig")
+    logs = ROOT / ".cluster" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    process = Operator(kubeconfig, logs / "operator-tests.log", "--workers", "4", "--resync-seconds", "20")
+    process.log.unlink(missing_ok=True)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test."""
+    name = f"md-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, "modeldeploy.dev/test=true")
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        timeout=30,
+        what=f"the default ServiceAccount of {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def running(operator: Operator) -> Iterator[Operator]:
+    """The operator, checked alive before and after the test: no input may crash it."""
+    if not operator.alive:
+        operator.start()
+    yield operator
+    assert operator.alive, f"the operator died:\n{operator.logs()[-3000:]}"

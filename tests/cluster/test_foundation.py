@@ -1,0 +1,269 @@
+"""The foundation in a real cluster: install, admission, children, status, updates, garbage collection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clusterkit import Cluster, Operator, condition, sample, wait_for
+
+
+def ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        md = cluster.get("modeldeployment", name, namespace)
+        return md if md and condition(md, "Ready").get("status") == "True" else None
+
+    return wait_for(check, timeout=timeout, what=f"ModelDeployment {namespace}/{name} Ready")
+
+
+class TestInstall:
+    def test_helm_install_serves_the_crd_and_kubectl_explain_shows_descriptions(self, chart: Cluster) -> None:
+        crd = chart.json("get", "crd", "modeldeployments.modeldeploy.dev")
+        assert crd["spec"]["names"]["shortNames"] == ["md"]
+        explained = chart.kubectl("explain", "md.spec").stdout
+        assert "The desired state." in explained
+        assert "bento" in explained and "The bento to serve." in explained
+        deeper = chart.kubectl("explain", "md.spec.rollout.steps.weight").stdout
+        assert "Percent of traffic the canary receives at this step." in deeper
+
+    def test_chart_rbac_has_no_wildcards_and_cannot_list_secrets(self, chart: Cluster) -> None:
+        sa = "system:serviceaccount:modeldeploy-system:modeldeploy-operator"
+        can = lambda *args: chart.kubectl("auth", "can-i", *args, "--as", sa, check=False).stdout.strip()  # noqa: E731
+        assert can("list", "secrets", "-A") == "no"
+        assert can("watch", "secrets", "-A") == "no"
+        assert can("get", "secrets", "-n", "default") == "yes"
+        assert can("patch", "deployments.apps", "-n", "default") == "yes"
+        assert can("delete", "nodes") == "no"
+        assert can("create", "pods", "-n", "default") == "no"
+        for role in chart.json("get", "clusterroles", "-l", "app.kubernetes.io/name=modeldeploy-operator")["items"]:
+            for rule in role["rules"]:
+                assert "*" not in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", [])
+
+
+class TestServing:
+    def test_sample_becomes_ready_with_children_owned_and_columns_filled(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        spec = sample(
+            "iris",
+            namespace,
+            autoscaling={"minReplicas": 2, "maxReplicas": 4, "metrics": [{"type": "cpu", "target": 70}]},
+        )
+        cluster.apply(spec)
+        md = ready(cluster, namespace, "iris")
+        uid = md["metadata"]["uid"]
+        for kind in ("deployment", "service", "horizontalpodautoscaler"):
+            child = cluster.json("get", kind, "iris", "-n", namespace)
+            owners = child["metadata"]["ownerReferences"]
+            assert owners[0]["uid"] == uid and owners[0]["controller"] is True, kind
+        pods = cluster.json("get", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=iris")["items"]
+        assert len(pods) == 2
+        for pod in pods:
+            assert any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+        status = md["status"]
+        assert status["phase"] == "Ready"
+        assert status["readyReplicas"] == 2
+        assert status["url"] == f"http://iris.{namespace}.svc:3000"
+        assert status["observedGeneration"] == md["metadata"]["generation"]
+        table = cluster.kubectl("get", "modeldeployments", "-n", namespace).stdout.splitlines()
+        header, row = table[0].split(), table[1].split()
+        assert header == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "REPLICAS", "AVAILABLE", "URL", "AGE"]
+        assert row[:4] == ["iris", "True", "Ready", "iris-classifier:v1"]
+        assert row[6:9] == ["2", "2", f"http://iris.{namespace}.svc:3000"]
+        events = cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris"
+        ).stdout
+        assert "Ready" in events
+
+    def test_update_of_the_bento_rolls_the_deployment_and_status_follows(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster.apply(sample("iris", namespace, rollout={"strategy": "Rolling"}))
+        first = ready(cluster, namespace, "iris")
+        first_revision = first["status"]["stable"]["revision"]
+        cluster.apply(
+            sample(
+                "iris",
+                namespace,
+                rollout={"strategy": "Rolling"},
+                bento={"image": "registry.example.com/iris-classifier:v2"},
+            )
+        )
+
+        def rolled() -> dict[str, Any] | None:
+            md = cluster.get("modeldeployment", "iris", namespace)
+            if not md or md["status"]["stable"]["bento"] != "iris-classifier:v2":
+                return None
+            return md if condition(md, "Ready").get("status") == "True" else None
+
+        md = wait_for(rolled, timeout=90, what="the rolling update to finish")
+        assert md["status"]["stable"]["revision"] != first_revision
+        dep = cluster.json("get", "deployment", "iris", "-n", namespace)
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v2")
+        assert (
+            dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.dev/revision"]
+            == md["status"]["stable"]["revision"]
+        )
+        pods = cluster.json("get", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=iris")["items"]
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        assert {p["metadata"]["labels"]["modeldeploy.dev/revision"] for p in live} == {
+            md["status"]["stable"]["revision"]
+        }
+
+    def test_scaling_is_applied_without_a_new_revision(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster.apply(sample("iris", namespace))
+        before = ready(cluster, namespace, "iris")["status"]["stable"]["revision"]
+        cluster.kubectl("scale", "md", "iris", "-n", namespace, "--replicas=3")
+        md = wait_for(
+            lambda: (
+                (m := cluster.get("modeldeployment", "iris", namespace)) and m["status"].get("readyReplicas") == 3 and m
+            ),
+            timeout=60,
+            what="3 ready replicas",
+        )
+        assert md["status"]["stable"]["revision"] == before
+        assert "canary" not in md["status"]
+
+    def test_delete_lets_the_garbage_collector_remove_every_child(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster.apply(
+            sample(
+                "iris",
+                namespace,
+                autoscaling={"maxReplicas": 3},
+            )
+        )
+        ready(cluster, namespace, "iris")
+        cluster.kubectl("delete", "md", "iris", "-n", namespace, "--wait=true", "--timeout=60s")
+
+        def gone() -> bool:
+            for kind in ("deployments", "services", "horizontalpodautoscalers", "pods"):
+                items = cluster.json("get", kind, "-n", namespace, "-l", "modeldeploy.dev/name=iris")["items"]
+                if [i for i in items if not i["metadata"].get("deletionTimestamp") or kind != "pods"]:
+                    return False
+            return True
+
+        wait_for(gone, timeout=90, what="the garbage collector to delete the children")
+
+    def test_pods_are_admitted_under_the_restricted_pod_security_standard(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+        # The same namespace refuses a pod that is not restricted-compliant: the policy is really enforced.
+        refused = cluster.kubectl("run", "privileged", "-n", namespace, "--image=busybox", "--privileged", check=False)
+        assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
+        cluster.apply(sample("iris", namespace))
+        md = ready(cluster, namespace, "iris")
+        assert md["status"]["readyReplicas"] == 2
+        rs_events = cluster.kubectl("get", "events", "-n", namespace).stdout
+        assert "violates PodSecurity" not in rs_events
+
+
+class TestAdmission:
+    @pytest.mark.parametrize(
+        ("spec", "expected"),
+        [
+            ({"bento": {"image": "x:1", "tag": "iris:v1"}}, "spec.bento: Invalid value"),
+            ({"bento": {"image": "x:1", "tag": "iris:v1"}}, "exactly one of image or tag must be set"),
+            ({"bento": {"tag": "iris:v1"}}, "spec.bento.store: Invalid value"),
+            ({"replicas": -1}, "spec.replicas: Invalid value: -1"),
+            ({"rollout": {"strategy": "BlueGreen"}}, 'spec.rollout.strategy: Unsupported value: "BlueGreen"'),
+            (
+                {"rollout": {"steps": [{"weight": 50}, {"weight": 10}]}},
+                'spec.rollout.steps: Invalid value: "array": step weights must be strictly increasing',
+            ),
+            ({"rollout": {"steps": [{"weight": 120}]}}, "spec.rollout.steps[0].weight: Invalid value: 120"),
+            (
+                {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+                'spec.autoscaling.minReplicas: Invalid value: "object": '
+                "minReplicas must be less than or equal to maxReplicas",
+            ),
+            (
+                {"autoscaling": {"maxReplicas": 2}, "resources": {}},
+                "autoscaling on cpu needs resources.requests.cpu",
+            ),
+            ({"resources": {"requests": {"cpu": "lots"}}}, 'spec.resources.requests.cpu: Invalid value: "lots"'),
+            (
+                {"rollout": {"trafficRouting": "GatewayAPI"}},
+                'spec.rollout.gateway: Invalid value: "object": gateway is required when trafficRouting is GatewayAPI',
+            ),
+            (
+                {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+                'spec.env[1]: Duplicate value: map[string]interface {}{"name":"A"}',
+            ),
+        ],
+    )
+    def test_invalid_specs_are_rejected_with_the_field_named(
+        self, cluster: Cluster, chart: Cluster, namespace: str, spec: dict[str, Any], expected: str
+    ) -> None:
+        body = sample("bad", namespace)
+        body["spec"].update(spec)
+        result = cluster.apply(body, check=False)
+        assert result.returncode != 0
+        assert expected in result.stderr, result.stderr
+        assert cluster.get("modeldeployment", "bad", namespace) is None
+
+    def test_name_too_long_for_children_is_rejected(self, cluster: Cluster, chart: Cluster, namespace: str) -> None:
+        result = cluster.apply(sample("x" * 57, namespace), check=False)
+        assert result.returncode != 0
+        assert "metadata.name must be at most 56 characters" in result.stderr
+
+    def test_unknown_fields_are_rejected_by_kubectl_with_the_field_named(
+        self, cluster: Cluster, chart: Cluster, namespace: str
+    ) -> None:
+        body = sample("typo", namespace)
+        body["spec"]["replica"] = 3
+        result = cluster.apply(body, check=False)
+        assert result.returncode != 0
+        assert 'unknown field "spec.replica"' in result.stderr
+
+
+class TestUnsatisfiable:
+    def test_no_gpu_node_big_enough_shows_unschedulable(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster.apply(sample("big", namespace, replicas=1, resources={"requests": {"cpu": "1"}, "gpu": {"count": 8}}))
+
+        def degraded() -> dict[str, Any] | None:
+            md = cluster.get("modeldeployment", "big", namespace)
+            return md if md and condition(md, "Degraded").get("reason") == "Unschedulable" else None
+
+        md = wait_for(degraded, timeout=90, what="an Unschedulable condition")
+        message = condition(md, "Degraded")["message"]
+        assert "Insufficient nvidia.com/gpu" in message
+        assert condition(md, "Ready")["status"] == "False"
+        assert md["status"]["phase"] == "Failed"
+
+    def test_gpu_pods_land_on_gpu_nodes(self, cluster: Cluster, running: Operator, namespace: str) -> None:
+        cluster.apply(sample("gpu", namespace, replicas=1, resources={"requests": {"cpu": "1"}, "gpu": {"count": 1}}))
+        ready(cluster, namespace, "gpu")
+        pod = cluster.json("get", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=gpu")["items"][0]
+        node = cluster.json("get", "node", pod["spec"]["nodeName"])
+        assert int(node["status"]["allocatable"].get("nvidia.com/gpu", "0")) >= 1
+
+    def test_missing_secret_is_reported_and_picked_up_when_created(
+        self, cluster: Cluster, running: Operator, namespace: str
+    ) -> None:
+        spec = sample(
+            "creds",
+            namespace,
+            env=[{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-token", "key": "token"}}}],
+        )
+        cluster.apply(spec)
+
+        def waiting() -> dict[str, Any] | None:
+            md = cluster.get("modeldeployment", "creds", namespace)
+            return md if md and condition(md, "Degraded").get("reason") == "MissingReference" else None
+
+        md = wait_for(waiting, timeout=60, what="a MissingReference condition")
+        assert (
+            f"Secret {namespace}/model-token (named in spec.env[0].valueFrom.secretKeyRef) does not exist"
+            in (condition(md, "Degraded")["message"])
+        )
+        assert cluster.get("deployment", "creds", namespace) is None, "nothing is deployed that cannot start"
+        cluster.kubectl("create", "secret", "generic", "model-token", "-n", namespace, "--from-literal=token=s3cret")
+        ready(cluster, namespace, "creds", timeout=90)

@@ -1,0 +1,194 @@
+"""The ModelDeployment API: defaults, validation that names the field, revisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from modeldeploy.api.duration import format_duration, parse_duration
+from modeldeploy.api.errors import describe
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1.revision import template_of
+
+from factories import IMAGE_V1, IMAGE_V2, md, md_body
+
+
+def errors_of(body: dict[str, Any]) -> list[str]:
+    with pytest.raises(ValidationError) as caught:
+        ModelDeployment.model_validate(body)
+    return describe(caught.value)
+
+
+class TestDefaults:
+    def test_minimal_spec_gets_safe_defaults(self) -> None:
+        model = ModelDeployment.model_validate({"metadata": {"name": "iris"}, "spec": {"bento": {"image": IMAGE_V1}}})
+        spec = model.spec
+        assert spec.replicas == 1
+        assert spec.rollout.strategy == "Canary"
+        assert [s.weight for s in spec.rollout.steps] == [10, 50]
+        assert spec.rollout.traffic_routing == "Replicas"
+        assert spec.service.port == 3000
+        assert spec.startup_timeout == "10m"
+        assert model.namespace == "default"
+
+    def test_wire_form_is_camel_case_without_unset_fields(self) -> None:
+        wire = md(bentoConfig={"service": "IrisClassifier", "workers": 2}).spec.wire()
+        assert wire["bentoConfig"] == {"service": "IrisClassifier", "workers": 2, "options": {}}
+        assert "autoscaling" not in wire
+        assert "serviceAccountName" not in wire
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("spec", "expected"),
+        [
+            ({"bento": {"image": IMAGE_V1, "tag": "iris:v1"}}, "spec.bento: exactly one of image or tag must be set"),
+            ({"bento": {"tag": "iris:v1"}}, "spec.bento.store: store is required when tag is set"),
+            ({"bento": {"tag": "iris"}, "replicas": 1}, "spec.bento.tag: String should match pattern"),
+            (
+                {"bento": {"image": IMAGE_V1, "runtimeImage": "python:3.11"}},
+                "spec.bento: store and runtimeImage apply only to tag",
+            ),
+            ({"bento": {"tag": "iris:v1", "store": {"uri": "ftp://x"}}}, "spec.bento.store.uri: String should match"),
+            ({"replicas": -1}, "spec.replicas: Input should be greater than or equal to 0"),
+            (
+                {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}, "resources": {"requests": {"cpu": "1"}}},
+                "spec.autoscaling.minReplicas: minReplicas must be less than or equal to maxReplicas",
+            ),
+            ({"autoscaling": {"maxReplicas": 3}}, "spec.autoscaling: autoscaling on cpu needs resources.requests.cpu"),
+            (
+                {
+                    "autoscaling": {"maxReplicas": 3, "metrics": [{"type": "cpu", "target": 50}] * 2},
+                    "resources": {"requests": {"cpu": "1"}},
+                },
+                "spec.autoscaling.metrics: each metric type may appear only once",
+            ),
+            ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu: 'lots' is not a Kubernetes"),
+            ({"resources": {"gpu": {"count": -1}}}, "spec.resources.gpu.count: Input should be greater than or equal"),
+            (
+                {"rollout": {"steps": [{"weight": 50}, {"weight": 10}]}},
+                "spec.rollout.steps: step weights must be strictly increasing",
+            ),
+            (
+                {"rollout": {"steps": [{"weight": 20}, {"weight": 20}]}},
+                "spec.rollout.steps: step weights must be strictly increasing",
+            ),
+            ({"rollout": {"steps": [{"weight": 101}]}}, "spec.rollout.steps[0].weight: Input should be less than"),
+            ({"rollout": {"steps": [{"weight": 10, "pause": "soon"}]}}, "spec.rollout.steps[0].pause: String should"),
+            ({"rollout": {"steps": []}}, "spec.rollout.steps: List should have at least 1 item"),
+            (
+                {"rollout": {"trafficRouting": "GatewayAPI"}},
+                "spec.rollout.gateway: gateway is required when trafficRouting is GatewayAPI",
+            ),
+            ({"rollout": {"strategy": "BlueGreen"}}, "spec.rollout.strategy: Input should be 'Canary' or 'Rolling'"),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "prometheus:9090"}}}},
+                "spec.rollout.analysis.prometheus.address: String should match pattern",
+            ),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://p:9090"}, "maxErrorRate": 2}}},
+                "spec.rollout.analysis.maxErrorRate: Input should be less than or equal to 1",
+            ),
+            (
+                {"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+                "spec.env[0]: value and valueFrom are mutually exclusive",
+            ),
+            (
+                {"env": [{"name": "A", "valueFrom": {}}]},
+                "spec.env[0].valueFrom: exactly one of secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef",
+            ),
+            ({"env": [{"name": "1 bad"}]}, "spec.env[0].name: String should match pattern"),
+            ({"placement": {"tolerations": [{"effect": "Sometimes"}]}}, "spec.placement.tolerations[0].effect"),
+            ({"replica": 2}, "spec.replica: Extra inputs are not permitted"),
+            ({"bentoConfig": {"workers": 2}}, "spec.bentoConfig.service: service (the BentoML service class name"),
+        ],
+    )
+    def test_rejection_names_the_field(self, spec: dict[str, Any], expected: str) -> None:
+        problems = errors_of(md_body(**spec))
+        assert any(p.startswith(expected) for p in problems), problems
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("a" * 57, "metadata.name must be at most 56 characters"),
+            ("9lives", "metadata.name must be a DNS-1035 label"),
+            ("Iris", "metadata.name must be a DNS-1035 label"),
+        ],
+    )
+    def test_names_that_cannot_name_children_are_rejected(self, name: str, expected: str) -> None:
+        problems = errors_of(md_body(name=name))
+        assert any(expected in p for p in problems), problems
+
+    @pytest.mark.parametrize(
+        "spec",
+        [
+            {"bento": {"tag": "iris_classifier:jkolwkxiewz4eax4", "store": {"uri": "s3://models/bentos"}}},
+            {"bento": {"tag": "iris:v1", "store": {"uri": "pvc://models/bentos", "secretRef": {"name": "c"}}}},
+            {"resources": {"requests": {"cpu": 1, "memory": "2Gi"}, "gpu": {"count": 1}}},
+            {
+                "autoscaling": {"maxReplicas": 3, "metrics": [{"type": "memory", "target": 70}]},
+                "resources": {"requests": {"memory": "1Gi"}},
+            },
+            {"rollout": {"steps": [{"weight": 5, "pause": "30s"}, {"weight": 100, "pause": "1h30m"}]}},
+            {"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+        ],
+    )
+    def test_valid_specs_are_accepted(self, spec: dict[str, Any]) -> None:
+        ModelDeployment.model_validate(md_body(**spec))
+
+
+class TestRevision:
+    def test_revision_is_stable_and_short(self) -> None:
+        first = template_of(md().spec).revision
+        assert first == template_of(md().spec).revision
+        assert len(first) == 10
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"bento": {"image": IMAGE_V2}},
+            {"env": [{"name": "A", "value": "1"}]},
+            {"resources": {"limits": {"memory": "2Gi"}}},
+            {"bentoConfig": {"service": "IrisClassifier", "workers": 4}},
+            {"placement": {"nodeSelector": {"pool": "gpu"}}},
+        ],
+    )
+    def test_pod_affecting_changes_make_a_new_revision(self, change: dict[str, Any]) -> None:
+        assert template_of(md(**change).spec).revision != template_of(md().spec).revision
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"replicas": 7},
+            {"rollout": {"strategy": "Rolling"}},
+            {"service": {"port": 8080}},
+            {"autoscaling": {"maxReplicas": 4}, "resources": {"requests": {"cpu": "1"}}},
+        ],
+    )
+    def test_scaling_and_rollout_settings_keep_the_revision(self, change: dict[str, Any]) -> None:
+        base = md(resources={"requests": {"cpu": "1"}})
+        changed = md(**change, **({} if "resources" in change else {"resources": {"requests": {"cpu": "1"}}}))
+        assert template_of(changed.spec).revision == template_of(base.spec).revision
+
+    def test_default_runtime_image_is_part_of_a_tag_revision(self) -> None:
+        spec = md(bento={"tag": "iris:v1", "store": {"uri": "s3://b/p"}}).spec
+        a = template_of(spec, "runtime:1")
+        b = template_of(spec, "runtime:2")
+        assert a.bento.runtime_image == "runtime:1"
+        assert a.revision != b.revision
+
+
+class TestDurations:
+    @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5)])
+    def test_parse(self, text: str, seconds: float) -> None:
+        assert parse_duration(text).total_seconds() == seconds
+
+    def test_bad_duration_names_the_text(self) -> None:
+        with pytest.raises(ValueError, match="'10 minutes' is not a duration"):
+            parse_duration("10 minutes")
+
+    def test_format_round_trips(self) -> None:
+        assert format_duration(parse_duration("1h2m3s")) == "1h2m3s"
+        assert format_duration(parse_duration("0s")) == "0s"

@@ -1,0 +1,339 @@
+"""Renderers: BentoML-correct, restricted-compliant pods, valid against Kubernetes' own OpenAPI schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.api.v1alpha1.revision import RevisionPlan, template_of
+from modeldeploy.render import RenderConfig, render_children
+from modeldeploy.render.autoscaler import render_hpa
+from modeldeploy.render.deployment import render_deployment
+from modeldeploy.render.route import render_route
+from modeldeploy.render.service import render_service
+
+from factories import IMAGE_V1, md
+
+K8S_VERSION = "1.37.0"
+
+
+def valid(obj: dict[str, Any]) -> dict[str, Any]:
+    """Validate against the real schema of the object's kind (strict: unknown fields fail too)."""
+    if obj["apiVersion"].startswith("gateway.networking.k8s.io"):
+        return obj  # not a core kind; checked against the real CRD in the cluster tier
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    return obj
+
+
+def stable(model: ModelDeployment, replicas: int | None = 2) -> RevisionPlan:
+    template = template_of(model.spec, "registry.example.com/bento-runtime:1.4")
+    return RevisionPlan("stable", template.revision, template, replicas)
+
+
+def deployment(model: ModelDeployment, replicas: int | None = 2) -> dict[str, Any]:
+    return valid(render_deployment(model, stable(model, replicas)))
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = dep["spec"]["template"]["spec"]["containers"]
+    return containers[0]
+
+
+def env(dep: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(dep)["env"]}
+
+
+TAG = "iris_classifier:jkolwkxiewz4eax4"
+
+
+def tag_md(store: dict[str, Any] | None = None, tag: str = TAG) -> ModelDeployment:
+    return md(bento={"tag": tag, "store": store or {"uri": "s3://models/bentos"}})
+
+
+class TestRenderDeployment:
+    def test_serves_bentoml_on_3000_with_probes(self) -> None:
+        c = container(deployment(md()))
+        assert c["ports"] == [{"name": "http", "containerPort": 3000, "protocol": "TCP"}]
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert c["image"] == IMAGE_V1
+        assert "command" not in c  # the containerize entrypoint serves the bento
+
+    def test_startup_probe_covers_the_startup_timeout(self) -> None:
+        probe = container(deployment(md(startupTimeout="20m")))["startupProbe"]
+        assert probe["periodSeconds"] * probe["failureThreshold"] >= 20 * 60
+
+    def test_bentoml_environment(self) -> None:
+        values = env(deployment(md()))
+        assert values["BENTOML_DO_NOT_TRACK"] == "1"
+        assert values["BENTOML_PORT"] == "3000"
+        assert values["TMPDIR"] == "/tmp"
+        # Writable, and not /home/bentoml, which holds the image's bento.
+        assert values["BENTOML_HOME"] == "/tmp/bentoml"
+
+    def test_bento_config_becomes_overrides(self) -> None:
+        dep = deployment(
+            md(
+                bentoConfig={
+                    "service": "IrisClassifier",
+                    "workers": 3,
+                    "timeoutSeconds": 30,
+                    "maxConcurrency": 8,
+                    "options": {"services.IrisClassifier.http.cors.enabled": "true", "api_server.x": "5"},
+                }
+            )
+        )
+        overrides = json.loads(env(dep)["BENTOML_CONFIG_OVERRIDES"])
+        # Nested, keyed by the service: BentoML rejects dotted keys here and ignores service-less ones.
+        assert overrides == {
+            "services": {
+                "IrisClassifier": {
+                    "workers": 3,
+                    "traffic": {"timeout": 30, "max_concurrency": 8},
+                    "http": {"cors": {"enabled": True}},
+                }
+            },
+            "api_server": {"x": 5},
+        }
+
+    def test_no_overrides_when_nothing_is_configured(self) -> None:
+        assert "BENTOML_CONFIG_OVERRIDES" not in env(deployment(md()))
+
+    def test_user_env_overrides_operator_env_without_duplicates(self) -> None:
+        dep = deployment(md(env=[{"name": "BENTOML_DO_NOT_TRACK", "value": "0"}, {"name": "A", "value": "b"}]))
+        names = [e["name"] for e in container(dep)["env"]]
+        assert len(names) == len(set(names))
+        assert env(dep)["BENTOML_DO_NOT_TRACK"] == "0"
+        assert env(dep)["A"] == "b"
+
+    def test_restricted_security_context(self) -> None:
+        dep = deployment(md())
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = container(dep)["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert pod["automountServiceAccountToken"] is False
+
+    def test_writable_scratch_under_read_only_root(self) -> None:
+        dep = deployment(md())
+        mounts = {m["mountPath"] for m in container(dep)["volumeMounts"]}
+        assert "/tmp" in mounts
+        assert container(dep)["securityContext"]["readOnlyRootFilesystem"] is True
+
+    def test_graceful_termination(self) -> None:
+        dep = deployment(md())
+        assert container(dep)["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+        assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 30
+        assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+    def test_prometheus_scrape_annotations(self) -> None:
+        annotations = deployment(md())["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == "3000"
+        assert annotations["prometheus.io/path"] == "/metrics"
+
+    def test_gpu_request_sets_limit_and_toleration(self) -> None:
+        dep = deployment(md(resources={"requests": {"cpu": "2"}, "gpu": {"count": 2}}))
+        assert container(dep)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in dep["spec"]["template"][
+            "spec"
+        ]["tolerations"]
+
+    def test_no_gpu_means_no_gpu_limit_or_toleration(self) -> None:
+        dep = deployment(md())
+        assert "limits" not in container(dep)["resources"]
+        assert "tolerations" not in dep["spec"]["template"]["spec"]
+
+    def test_labels_names_and_owner(self) -> None:
+        model = md()
+        dep = deployment(model)
+        assert dep["metadata"]["name"] == "iris"
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert labels["modeldeploy.dev/revision"] == template_of(model.spec).revision
+        assert labels["app.kubernetes.io/managed-by"] == "modeldeploy"
+        assert labels["app.kubernetes.io/instance"] == "iris"
+        assert labels["app.kubernetes.io/name"] == "iris_classifier"
+        selector = dep["spec"]["selector"]["matchLabels"]
+        assert selector == {"modeldeploy.dev/name": "iris", "modeldeploy.dev/role": "stable"}
+        assert all(labels[k] == v for k, v in selector.items())
+        owner = dep["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "ModelDeployment"
+        assert owner["controller"] is True
+        assert owner["uid"] == "0b7c-uid"
+
+    def test_canary_has_its_own_name_and_selector(self) -> None:
+        model = md()
+        plan = stable(model)
+        dep = valid(render_deployment(model, RevisionPlan("canary", plan.revision, plan.template, 1)))
+        assert dep["metadata"]["name"] == "iris-canary"
+        assert dep["spec"]["selector"]["matchLabels"]["modeldeploy.dev/role"] == "canary"
+
+    def test_replicas_left_out_when_autoscaled(self) -> None:
+        assert "replicas" not in deployment(md(), replicas=None)["spec"]
+        assert deployment(md(), replicas=3)["spec"]["replicas"] == 3
+
+    def test_placement(self) -> None:
+        dep = deployment(
+            md(
+                placement={
+                    "nodeSelector": {"pool": "ml"},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                                ]
+                            }
+                        }
+                    },
+                    "priorityClassName": "high",
+                },
+                serviceAccountName="model-reader",
+                imagePullSecrets=[{"name": "registry"}],
+            )
+        )
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"pool": "ml"}
+        assert pod["tolerations"][0]["key"] == "dedicated"
+        assert "nodeAffinity" in pod["affinity"]
+        assert pod["priorityClassName"] == "high"
+        assert pod["serviceAccountName"] == "model-reader"
+        assert "automountServiceAccountToken" not in pod
+        assert pod["imagePullSecrets"] == [{"name": "registry"}]
+
+
+class TestRenderDeploymentFromTag:
+    def test_init_container_imports_the_archive_from_the_store(self) -> None:
+        dep = deployment(tag_md())
+        pod = dep["spec"]["template"]["spec"]
+        fetch = pod["initContainers"][0]
+        assert fetch["command"] == [
+            "bentoml",
+            "import",
+            "s3://models/bentos/iris_classifier-jkolwkxiewz4eax4.bento",
+        ]
+        assert container(dep)["command"] == ["bentoml", "serve", "iris_classifier:jkolwkxiewz4eax4"]
+        assert fetch["image"] == container(dep)["image"] == "registry.example.com/bento-runtime:1.4"
+        shared = {m["mountPath"] for m in fetch["volumeMounts"]} & {
+            m["mountPath"] for m in container(dep)["volumeMounts"]
+        }
+        assert "/tmp" in shared
+        assert {"name": "BENTOML_HOME", "value": "/tmp/bentoml"} in fetch["env"]
+
+    def test_store_secret_reaches_only_the_fetching_container(self) -> None:
+        dep = deployment(tag_md({"uri": "s3://models/bentos", "secretRef": {"name": "s3-creds"}}))
+        fetch = dep["spec"]["template"]["spec"]["initContainers"][0]
+        assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+        assert "envFrom" not in container(dep)
+
+    def test_pvc_store_is_mounted_read_only(self) -> None:
+        dep = deployment(tag_md({"uri": "pvc://model-store/bentos"}, tag="iris:v1"))
+        pod = dep["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "bento-store")
+        assert volume["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+        assert pod["initContainers"][0]["command"][-1] == "/bento-store/bentos/iris-v1.bento"
+
+
+class TestRenderService:
+    def test_replicas_routing_selects_every_revision(self) -> None:
+        svc = valid(render_service(md()))
+        assert svc["spec"]["selector"] == {"modeldeploy.dev/name": "iris"}
+        assert svc["spec"]["ports"][0] == {
+            "name": "http",
+            "port": 3000,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        }
+
+    def test_gateway_routing_keeps_the_main_service_on_stable(self) -> None:
+        model = md(rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}})
+        assert valid(render_service(model))["spec"]["selector"]["modeldeploy.dev/role"] == "stable"
+        canary = valid(render_service(model, canary=True))
+        assert canary["metadata"]["name"] == "iris-canary"
+        assert canary["spec"]["selector"]["modeldeploy.dev/role"] == "canary"
+
+    def test_service_settings(self) -> None:
+        svc = valid(render_service(md(service={"type": "LoadBalancer", "port": 80, "annotations": {"a": "b"}})))
+        assert svc["spec"]["type"] == "LoadBalancer"
+        assert svc["spec"]["ports"][0]["port"] == 80
+        assert svc["metadata"]["annotations"] == {"a": "b"}
+
+
+class TestRenderAutoscaler:
+    def test_targets_the_stable_deployment(self) -> None:
+        model = md(
+            autoscaling={"minReplicas": 2, "maxReplicas": 8, "metrics": [{"type": "cpu", "target": 60}]},
+            resources={"requests": {"cpu": "1"}},
+        )
+        hpa = valid(render_hpa(model))
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}
+        assert hpa["spec"]["minReplicas"] == 2
+        assert hpa["spec"]["maxReplicas"] == 8
+        assert hpa["spec"]["metrics"][0]["resource"] == {
+            "name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 60},
+        }
+
+
+class TestRenderRoute:
+    def test_weights_split_between_stable_and_canary(self) -> None:
+        model = md(
+            rollout={
+                "trafficRouting": "GatewayAPI",
+                "gateway": {"parentRefs": [{"name": "gw"}], "hostnames": ["iris.example.com"]},
+            }
+        )
+        route = render_route(model, canary_weight=10, with_canary=True)
+        backends = route["spec"]["rules"][0]["backendRefs"]
+        assert [(b["name"], b["weight"]) for b in backends] == [("iris", 90), ("iris-canary", 10)]
+        assert route["spec"]["parentRefs"] == [{"name": "gw"}]
+        assert route["spec"]["hostnames"] == ["iris.example.com"]
+
+    def test_without_canary_all_traffic_goes_to_stable(self) -> None:
+        model = md(rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}})
+        backends = render_route(model, canary_weight=0, with_canary=False)["spec"]["rules"][0]["backendRefs"]
+        assert backends == [{"kind": "Service", "name": "iris", "port": 3000, "weight": 100}]
+
+
+class TestRenderChildren:
+    def test_first_deployment_is_deployment_and_service(self) -> None:
+        model = md()
+        kinds = [(o["kind"], o["metadata"]["name"]) for o in render_children(model, stable(model), None)]
+        assert kinds == [("Deployment", "iris"), ("Service", "iris")]
+
+    def test_everything_for_an_autoscaled_gateway_canary(self) -> None:
+        model = md(
+            autoscaling={"maxReplicas": 4},
+            resources={"requests": {"cpu": "1"}},
+            rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+        )
+        plan = stable(model, None)
+        canary = RevisionPlan("canary", plan.revision, plan.template, 1)
+        objects = [valid(o) for o in render_children(model, plan, canary, route_weight=10)]
+        kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+        assert kinds == [
+            ("Deployment", "iris"),
+            ("Deployment", "iris-canary"),
+            ("Service", "iris"),
+            ("Service", "iris-canary"),
+            ("HorizontalPodAutoscaler", "iris"),
+            ("HTTPRoute", "iris"),
+        ]
+
+    def test_no_route_when_the_cluster_lacks_gateway_api(self) -> None:
+        model = md(rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}})
+        kinds = [o["kind"] for o in render_children(model, stable(model), None, config=RenderConfig(gateway_api=False))]
+        assert "HTTPRoute" not in kinds
+
+    def test_output_is_plain_yaml(self) -> None:
+        model = md()
+        text = yaml.safe_dump_all(render_children(model, stable(model), None))
+        assert "!!python" not in text
