@@ -128,7 +128,7 @@ class Operator:
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "modeldeploy.cli", "run", "--verbose", *self.args]
+        return [sys.executable, "-m", "modeldeploy.cli", "run", *self.args]
 
     def start(self) -> None:
         """Start in a session of its own: it outlives the caller unless stopped (make up relies on that)."""
@@ -173,6 +173,21 @@ class Operator:
         """Unexpected exceptions in the log (a reconcile that failed for a reason nobody planned)."""
         text = self.logs()
         return [chunk[:2000] for chunk in text.split("Traceback (most recent call last)")[1:]]
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """Rows of `kubectl get` output as {COLUMN: cell}; empty cells stay empty, cut at the header's positions."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = lines[0]
+    names = header.split()
+    starts = []
+    position = 0
+    for name in names:
+        position = header.index(name, position)
+        starts.append(position)
+        position += len(name)
+    bounds = [*starts[1:], None]
+    return [{n: line[a:b].strip() for n, a, b in zip(names, starts, bounds, strict=True)} for line in lines[1:]]
 
 
 def process_matches(pid: int, cmdline: list[str]) -> bool:

@@ -83,7 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     del _handlers
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    for noisy in ("kubernetes", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every handler call of every watched object; the reconciler says what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     client = Client.from_environment(pool_size=args.workers * 2)
     reconciler = Reconciler(client=client, config=PlanConfig(args.default_runtime_image), measure=measure_canary)
     settings = Settings(reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds))

@@ -88,10 +88,11 @@ def chart(cluster: Cluster) -> Cluster:
         "--timeout",
         "120s",
     )
+    # Established is not enough for clients: wait until the resource is served through discovery.
     wait_for(
-        lambda: cluster.kubectl("get", "crd", "modeldeployments.modeldeploy.dev", check=False).returncode == 0,
-        timeout=30,
-        what="the ModelDeployment CRD",
+        lambda: cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,
+        timeout=60,
+        what="the ModelDeployment resource to be served",
     )
     return cluster
 

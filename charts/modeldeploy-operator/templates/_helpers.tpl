@@ -1,6 +1,9 @@
 {{- define "modeldeploy.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if or (contains .Chart.Name .Release.Name) (hasPrefix .Release.Name .Chart.Name) -}}
+{{- /* release "modeldeploy" or "modeldeploy-operator": the chart's name says it all */ -}}
+{{- ternary .Release.Name .Chart.Name (contains .Chart.Name .Release.Name) | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

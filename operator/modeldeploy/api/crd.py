@@ -112,11 +112,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "const" in node:
         out["enum"] = [node["const"]]
     default = node.get("default")
-    if isinstance(default, dict) and "properties" in node:
-        # An object defaults to {} and its fields' own defaults fill it in: one source for each.
-        out["default"] = {}
-    elif default not in (None, {}, []):
-        # Empty maps and lists are left out rather than stored in every object.
+    # Objects default to their full default value, not {}: the API server checks a default against
+    # the object's CEL rules before nested defaults apply. Empty maps and lists are left out.
+    if default not in (None, {}, []) or (isinstance(default, dict) and "properties" in node):
         out["default"] = _drop_nulls(default)
 
     kind = node.get("type")

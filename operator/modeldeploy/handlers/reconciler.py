@@ -64,6 +64,15 @@ class Reconciler:
     # -- entry point -----------------------------------------------------------------
 
     def reconcile(self, namespace: str, name: str, children: Mapping[tuple[str, str], Child]) -> timedelta | None:
+        try:
+            return self._reconcile(namespace, name, children)
+        except ApiError as err:
+            if err.not_found or err.namespace_terminating:
+                log.debug("%s/%s went away during its reconcile: %s", namespace, name, err)
+                return None  # deleted meanwhile: the garbage collector takes the children
+            raise
+
+    def _reconcile(self, namespace: str, name: str, children: Mapping[tuple[str, str], Child]) -> timedelta | None:
         body = self.client.get(API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone, or going: the garbage collector removes the children
@@ -179,8 +188,8 @@ class Reconciler:
             try:
                 self.client.apply(obj)
             except ApiError as err:
-                if err.status >= 500 or err.status in (409, 429):
-                    raise  # transient: the queue retries with backoff
+                if err.status >= 500 or err.status in (409, 429) or err.namespace_terminating:
+                    raise  # transient, or the object is going: the caller decides
                 where = f"{obj['kind']} {obj['metadata']['name']}"
                 log.warning("%s/%s: applying %s failed: %s", md.namespace, md.name, where, err)
                 problems.append(("ChildRejected", f"{where} was rejected by the API server: {err.message}"))

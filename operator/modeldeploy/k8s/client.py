@@ -61,6 +61,11 @@ class ApiError(Exception):
     def invalid(self) -> bool:
         return self.status == 422
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing may be created in it any more."""
+        return self.status == 403 and "because it is being terminated" in self.message
+
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
     plural = PLURALS[(api_version, kind)]
@@ -245,7 +250,7 @@ class Client:
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": "modeldeploy.dev/operator",
             "reportingInstance": "modeldeploy-operator",
@@ -265,4 +270,5 @@ class Client:
         try:
             self.request("POST", resource_path("events.k8s.io/v1", "Event", meta["namespace"]), body=event)
         except ApiError as err:
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
+            level = logging.DEBUG if err.namespace_terminating else logging.WARNING
+            log.log(level, "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
