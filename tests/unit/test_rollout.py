@@ -483,6 +483,16 @@ class TestTrafficRouting:
         assert w.status["canary"]["weight"] == 10
         assert "exact weights" in w.condition("Progressing")["message"]
 
+    def test_missing_gateway_api_is_degraded_from_the_first_deployment(self) -> None:
+        w = World(body=md_body(rollout=self.gateway), gateway_api=False)
+        result = w.settle()
+        assert result.stable is not None, "the stable revision still serves through its Service"
+        assert w.condition("Degraded")["reason"] == "GatewayAPIMissing"
+        assert w.condition("Ready")["status"] == "False"
+        w.gateway_api = True
+        w.settle()
+        assert w.condition("Ready")["status"] == "True"
+
     def test_missing_gateway_api_holds_the_canary_with_a_reason(self) -> None:
         w = world(rollout=self.gateway)
         w.gateway_api = False

@@ -33,7 +33,10 @@ from modeldeploy.rollout.plan import Event, Plan, PlanConfig, analysis_due, plan
 log = logging.getLogger(__name__)
 
 HANDOFF_MANAGER = "modeldeploy-handoff"
-GATEWAY_CHECK_TTL = 60.0
+# Whether the cluster serves HTTPRoute is asked again after this long (sooner while it does not:
+# someone is likely installing the CRDs in answer to the condition).
+GATEWAY_RECHECK_ABSENT = 10.0
+GATEWAY_RECHECK_PRESENT = 300.0
 CONFLICT_RETRY = timedelta(seconds=1)
 # A ModelDeployment that can't be fixed by waiting is looked at again only this often.
 INVALID_RECHECK = timedelta(minutes=5)
@@ -167,7 +170,8 @@ class Reconciler:
 
     def gateway_api(self) -> bool:
         checked_at, present = self._gateway_checked
-        if time.monotonic() - checked_at > GATEWAY_CHECK_TTL:
+        ttl = GATEWAY_RECHECK_PRESENT if present else GATEWAY_RECHECK_ABSENT
+        if time.monotonic() - checked_at > ttl:
             present = self.client.has_api("gateway.networking.k8s.io/v1", "httproutes")
             self._gateway_checked = (time.monotonic(), present)
         return present
@@ -188,6 +192,9 @@ class Reconciler:
             try:
                 self.client.apply(obj)
             except ApiError as err:
+                if err.not_found and obj["kind"] == "HTTPRoute":
+                    self._gateway_checked = (0.0, False)  # the CRDs went away: ask again next time
+                    raise
                 if err.status >= 500 or err.status in (409, 429) or err.namespace_terminating:
                     raise  # transient, or the object is going: the caller decides
                 where = f"{obj['kind']} {obj['metadata']['name']}"

@@ -191,6 +191,15 @@ class _Planner:
         return self._finish()
 
     def _blockers(self) -> list[tuple[str, str]]:
+        if self.exact_routing and not self.obs.gateway_api:
+            # The stable revision still serves through its Service; no canary starts without its route.
+            self.holds.append(
+                (
+                    "GatewayAPIMissing",
+                    "trafficRouting is GatewayAPI but this cluster does not serve HTTPRoute "
+                    "(gateway.networking.k8s.io/v1): install the Gateway API CRDs or use trafficRouting: Replicas",
+                )
+            )
         found = []
         if self.obs.missing_references:
             found.append(
@@ -229,13 +238,6 @@ class _Planner:
                 self._begin_rollback("Superseded", f"the spec now asks for rolled-back revision {self.revision}")
             return
         if self.exact_routing and not self.obs.gateway_api:
-            self.holds.append(
-                (
-                    "GatewayAPIMissing",
-                    "trafficRouting is GatewayAPI but this cluster does not serve HTTPRoute "
-                    "(gateway.networking.k8s.io/v1): install the Gateway API CRDs or use trafficRouting: Replicas",
-                )
-            )
             if superseded:
                 self._begin_rollback("Superseded", "the canary's traffic routing is unavailable")
             return
