@@ -199,6 +199,14 @@ def process_matches(pid: int, cmdline: list[str]) -> bool:
     return raw.rstrip(b"\0").split(b"\0") == [part.encode() for part in cmdline]
 
 
+def event_reasons(cluster: Cluster, namespace: str, name: str = "iris") -> list[str]:
+    """Reasons of the events about a ModelDeployment, oldest first."""
+    events = cluster.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    ours = [e for e in events["items"] if e["involvedObject"]["kind"] == "ModelDeployment"]
+    ours.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
+    return [e["reason"] for e in ours]
+
+
 def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
     for cond in (md.get("status") or {}).get("conditions", []):
         if cond["type"] == type_:

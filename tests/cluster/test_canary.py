@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from clusterkit import Cluster, Operator, condition, sample, table, wait_for
+from clusterkit import Cluster, Operator, condition, event_reasons, sample, table, wait_for
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
 
@@ -32,13 +32,6 @@ def status_when(cluster: Cluster, namespace: str, what: str, check: Any, timeout
     return wait_for(
         lambda: (s := md(cluster, namespace).get("status", {})) and check(s) and s, timeout=timeout, what=what
     )
-
-
-def reasons(cluster: Cluster, namespace: str, name: str = "iris") -> list[str]:
-    events = cluster.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    ours = [e for e in events["items"] if e["involvedObject"]["kind"] == "ModelDeployment"]
-    ours.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
-    return [e["reason"] for e in ours]
 
 
 def children(cluster: Cluster, namespace: str) -> dict[str, list[str]]:
@@ -97,7 +90,9 @@ class TestCanaryWalk:
         assert cluster.json("get", "deployment", "iris", "-n", namespace)["spec"]["replicas"] == 4
         wait_for(lambda: live_pod_revisions(cluster, namespace) == {v2}, timeout=60, what="only new pods")
         assert [
-            r for r in reasons(cluster, namespace) if r in {"CanaryStarted", "StepAdvanced", "Promoting", "Promoted"}
+            r
+            for r in event_reasons(cluster, namespace)
+            if r in {"CanaryStarted", "StepAdvanced", "Promoting", "Promoted"}
         ] == ["CanaryStarted", "StepAdvanced", "Promoting", "Promoted"]
 
     def test_abort_rolls_back_stable_first_and_is_not_retried(
@@ -119,7 +114,7 @@ class TestCanaryWalk:
         assert condition(md(cluster, namespace), "Degraded")["reason"] == "RolledBack"
         wait_for(lambda: children(cluster, namespace)["deployments"] == ["iris"], timeout=30, what="the canary removed")
         assert cluster.json("get", "deployment", "iris", "-n", namespace)["spec"]["replicas"] == 2
-        assert {"ManualAbort", "RollingBack", "RolledBack"} <= set(reasons(cluster, namespace))
+        assert {"ManualAbort", "RollingBack", "RolledBack"} <= set(event_reasons(cluster, namespace))
         # The rolled-back revision stays out until the spec changes again.
         time.sleep(3)
         assert "canary" not in md(cluster, namespace)["status"]
@@ -142,7 +137,7 @@ class TestCanaryWalk:
             "promotion",
             lambda s: "canary" not in s and s["stable"]["revision"] == canary["revision"],
         )
-        assert "ManualPromote" in reasons(cluster, namespace)
+        assert "ManualPromote" in event_reasons(cluster, namespace)
 
     def test_pause_in_the_spec_holds_the_canary(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         steps = [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}]
@@ -156,7 +151,7 @@ class TestCanaryWalk:
         assert condition(held, "Progressing")["reason"] == "CanaryPaused"
         cluster.apply(sample("iris", namespace, replicas=4, rollout={"steps": steps, "paused": False}, bento=V2))
         status_when(cluster, namespace, "promotion after resume", lambda s: "canary" not in s)
-        assert {"Paused", "Resumed", "Promoted"} <= set(reasons(cluster, namespace))
+        assert {"Paused", "Resumed", "Promoted"} <= set(event_reasons(cluster, namespace))
 
 
 class TestOperatorRestart:
@@ -183,7 +178,7 @@ class TestOperatorRestart:
         wait_for(lambda: children(cluster, namespace)["deployments"] == ["iris"], timeout=30, what="one Deployment")
         found = children(cluster, namespace)
         assert found["services"] == ["iris"]
-        started = [r for r in reasons(cluster, namespace) if r == "CanaryStarted"]
+        started = [r for r in event_reasons(cluster, namespace) if r == "CanaryStarted"]
         assert len(started) == 1, "the restarted operator continued the canary instead of starting another"
 
 
@@ -267,3 +262,25 @@ class TestGatewayAPI:
             timeout=30,
             what="the canary Service removed",
         )
+
+    def test_switching_to_replicas_routing_removes_the_route_and_keeps_foreign_ones(
+        self, gateway_api: Cluster, running: Operator, namespace: str
+    ) -> None:
+        cluster = gateway_api
+        cluster.apply(sample("iris", namespace, rollout=self.gateway))
+        ready(cluster, namespace, timeout=60)
+        assert cluster.get("httproute", "iris", namespace) is not None
+        foreign = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "iris-docs", "namespace": namespace},
+            "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [{"name": "iris", "port": 3000}]}]},
+        }
+        cluster.apply(foreign)
+        cluster.apply(sample("iris", namespace, rollout={"trafficRouting": "Replicas"}))
+        wait_for(lambda: cluster.get("httproute", "iris", namespace) is None, timeout=60, what="the route removed")
+        ready(cluster, namespace)
+        assert cluster.json("get", "service", "iris", "-n", namespace)["spec"]["selector"] == {
+            "modeldeploy.dev/name": "iris"
+        }
+        assert cluster.get("httproute", "iris-docs", namespace) is not None, "a route the operator does not own stays"

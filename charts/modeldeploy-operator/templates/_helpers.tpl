@@ -47,9 +47,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Routes are written and removed by name, never listed or watched.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Why pods of a ModelDeployment are not Ready (listed by label, only then).
 - apiGroups: [""]
   resources: ["pods"]

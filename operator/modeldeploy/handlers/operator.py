@@ -33,12 +33,13 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
-# (group, version, plural, kind) of every child kind, each watched and indexed by owner.
+# (group, version, plural, kind) of the child kinds watched and indexed by owner. HTTPRoutes are not
+# watched: their CRDs may come and go (kopf's watch of a resource whose CRD is deleted can end the
+# whole operator), and nothing in a route's status feeds ours; the reconciler removes a route itself.
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments", "Deployment"),
     ("", "v1", "services", "Service"),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
 )
 OWNED: dict[str, Any] = {MANAGED_BY: MANAGER, NAME_LABEL: kopf.PRESENT}
 

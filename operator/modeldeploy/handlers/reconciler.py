@@ -205,7 +205,25 @@ class Reconciler:
             if (kind, name) not in wanted:
                 log.info("%s/%s: removing %s %s", md.namespace, md.name, kind, name)
                 self.client.delete(ObjectRef(child.api_version, kind, md.namespace, name), uid=child.uid)
+        self._remove_unwanted_route(md, wanted)
         return problems
+
+    def _remove_unwanted_route(self, md: ModelDeployment, wanted: set[tuple[str, str]]) -> None:
+        """Routes are not watched: when the spec changed and wants no route, delete any there is."""
+        if ("HTTPRoute", md.name) in wanted or not self._spec_changed(md) or not self.gateway_api():
+            return
+        ref = ObjectRef("gateway.networking.k8s.io/v1", "HTTPRoute", md.namespace, md.name)
+        route = self.client.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+        owners = (route or {}).get("metadata", {}).get("ownerReferences", [])
+        if not any(o.get("uid") == md.metadata.get("uid") for o in owners):
+            return  # none, or someone else's route that happens to share the name
+        if self.client.delete(ref, uid=route["metadata"]["uid"] if route else None):
+            log.info("%s/%s: removed HTTPRoute %s", md.namespace, md.name, md.name)
+
+    @staticmethod
+    def _spec_changed(md: ModelDeployment) -> bool:
+        observed = md.status.observed_generation if md.status else None
+        return observed != md.metadata.get("generation")
 
     def _hand_replicas_to_autoscaler(self, md: ModelDeployment, stable: DeploymentState) -> None:
         """Stop owning spec.replicas without resetting it.
