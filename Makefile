@@ -73,8 +73,9 @@ test-e2e: setup ## e2e tier on kind (needs Docker) or MODELDEPLOY_CLUSTER=existi
 	$(PYTEST) -m e2e
 
 .PHONY: bench
-bench: setup ## Benchmarks (print figures; not part of make test)
-	$(BIN)/python benchmarks/run.py
+bench: setup ## Benchmarks, printing figures against the targets (not part of make test; ~7 min)
+	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/rollback.py
 
 ##@ Local cluster
 

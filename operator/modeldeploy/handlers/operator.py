@@ -13,6 +13,7 @@ collector through their ownerReferences.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ import kopf
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.api.v1alpha1.revision import NAME_LABEL
 from modeldeploy.handlers.queue import WorkQueue, executor
-from modeldeploy.handlers.reconciler import Child, Reconciler
+from modeldeploy.handlers.reconciler import APPLIED_ANNOTATION, Child, Reconciler
 from modeldeploy.render.meta import MANAGED_BY, MANAGER
 from modeldeploy.rollout.observed import DeploymentState
 
@@ -68,10 +69,27 @@ def _index_id(plural: str) -> str:
 
 def _child_index(api_version: str, kind: str) -> Any:
     def index(
-        *, namespace: str | None, name: str, uid: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+        *,
+        namespace: str | None,
+        name: str,
+        uid: str,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        meta: kopf.Meta,
+        body: kopf.Body,
+        **_: Any,
     ) -> Any:
         state = DeploymentState.from_object(body) if kind == "Deployment" else None
-        return {(namespace or "", labels[NAME_LABEL]): Child(api_version, kind, name, uid, state)}
+        child = Child(
+            api_version,
+            kind,
+            name,
+            uid,
+            state,
+            applied=annotations.get(APPLIED_ANNOTATION),
+            generation=meta.get("generation"),
+        )
+        return {(namespace or "", labels[NAME_LABEL]): child}
 
     return index
 
@@ -89,9 +107,14 @@ for _group, _version, _plural, _kind in CHILD_RESOURCES:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def modeldeployments(*, namespace: str | None, name: str, **_: Any) -> dict[Key, None]:
-    """Every ModelDeployment's key, for the periodic resync."""
-    return {(namespace or "", name): None}
+def modeldeployments(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """Every ModelDeployment as last seen by the watch: what reconciles read, and the resync's list."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    kept = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": meta}
+    for part in ("spec", "status"):
+        if part in body:
+            kept[part] = body[part]
+    return {(namespace or "", name): copy.deepcopy(kept)}
 
 
 def _fingerprint(body: Mapping[str, Any]) -> str:
@@ -113,6 +136,7 @@ def modeldeployment_event(
     if event.get("type") == "DELETED":
         runtime.queue.forget(key)
         runtime.seen.pop(key, None)
+        runtime.settings.reconciler.forget(*key)
         return
     fingerprint = _fingerprint(body)
     if runtime.seen.get(key) == fingerprint:
@@ -137,7 +161,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
     async def reconcile(key: Key) -> timedelta | None:
         children = _children_of(indices, key)
-        return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children)
+        cached = next(iter(indices["modeldeployments"].get(key, ())), None)
+        if cached is None:
+            return None  # deleted: nothing to do, the garbage collector takes the children
+        return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children, cached)
 
     queue: WorkQueue[Key] = WorkQueue(reconcile, workers=ours.workers)
     runtime = Runtime(settings=ours, queue=queue, indices=indices)
@@ -157,6 +184,13 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         runtime.resync_task.cancel()
     await runtime.queue.stop()
     memo["pool"].shutdown(wait=False, cancel_futures=True)
+    sent = runtime.settings.reconciler.client.requests
+    log.info(
+        "stopping after %d reconciles (%d failed); API requests: %s",
+        runtime.queue.reconciles,
+        runtime.queue.errors,
+        ", ".join(f"{k}={v}" for k, v in sent.most_common()) or "none",
+    )
 
 
 def _children_of(indices: Mapping[str, Any], key: Key) -> dict[tuple[str, str], Child]:

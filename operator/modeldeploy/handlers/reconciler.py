@@ -8,6 +8,9 @@ no longer wanted, and writes status only when it changed.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +36,10 @@ from modeldeploy.rollout.plan import Event, Plan, PlanConfig, analysis_due, plan
 log = logging.getLogger(__name__)
 
 HANDOFF_MANAGER = "modeldeploy-handoff"
+# On every child: a digest of what the operator last applied, so an unchanged child is not applied again.
+APPLIED_ANNOTATION = "modeldeploy.dev/applied"
+# Children are applied in full at least this often anyway, which puts back any change made by hand.
+FULL_APPLY_PERIOD = 300.0
 # Whether the cluster serves HTTPRoute is asked again after this long (sooner while it does not:
 # someone is likely installing the CRDs in answer to the condition).
 GATEWAY_RECHECK_ABSENT = 10.0
@@ -51,6 +58,14 @@ class Child:
     name: str
     uid: str
     deployment: DeploymentState | None = None
+    applied: str | None = None  # the APPLIED_ANNOTATION it carries
+    generation: int | None = None
+
+
+def applied_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of a desired child, written onto it as APPLIED_ANNOTATION."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 Measure = Callable[[ModelDeployment, str], Measurement]
@@ -63,20 +78,55 @@ class Reconciler:
     measure: Measure | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _gateway_checked: tuple[float, bool] = (0.0, False)
+    # Per ModelDeployment: (resourceVersion the last status write was based on, the object it returned).
+    # Until the watch cache moves past that version, the returned object is the newer one.
+    _written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # When each ModelDeployment's children were last applied in full, and what generation each child
+    # had after the operator's own last apply (a different one means someone else changed it).
+    _full_apply: dict[tuple[str, str], float] = field(default_factory=dict)
+    _generations: dict[tuple[str, str], dict[tuple[str, str], int | None]] = field(default_factory=dict)
 
     # -- entry point -----------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str, children: Mapping[tuple[str, str], Child]) -> timedelta | None:
+    def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        children: Mapping[tuple[str, str], Child],
+        cached: Mapping[str, Any] | None = None,
+    ) -> timedelta | None:
+        """Reconcile one ModelDeployment; `cached` is its body from the watch cache (read fresh when None)."""
         try:
-            return self._reconcile(namespace, name, children)
+            return self._reconcile(namespace, name, children, cached)
         except ApiError as err:
             if err.not_found or err.namespace_terminating:
                 log.debug("%s/%s went away during its reconcile: %s", namespace, name, err)
                 return None  # deleted meanwhile: the garbage collector takes the children
             raise
 
-    def _reconcile(self, namespace: str, name: str, children: Mapping[tuple[str, str], Child]) -> timedelta | None:
-        body = self.client.get(API_VERSION, KIND, namespace, name)
+    def forget(self, namespace: str, name: str) -> None:
+        """The ModelDeployment is gone: drop what was kept about it."""
+        key = (namespace, name)
+        self._written.pop(key, None)
+        self._full_apply.pop(key, None)
+        self._generations.pop(key, None)
+
+    def _latest(self, key: tuple[str, str], cached: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if cached is None:
+            return self.client.get(API_VERSION, KIND, *key)
+        written = self._written.get(key)
+        if written is not None and written[0] == cached["metadata"].get("resourceVersion"):
+            return written[1]
+        return copy.deepcopy(dict(cached))
+
+    def _reconcile(
+        self,
+        namespace: str,
+        name: str,
+        children: Mapping[tuple[str, str], Child],
+        cached: Mapping[str, Any] | None,
+    ) -> timedelta | None:
+        body = self._latest((namespace, name), cached)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone, or going: the garbage collector removes the children
         try:
@@ -188,9 +238,24 @@ class Reconciler:
         stable_child = children.get(("Deployment", child_name(md, "stable")))
         if md.spec.autoscaling is not None and stable_child is not None and stable_child.deployment is not None:
             self._hand_replicas_to_autoscaler(md, stable_child.deployment)
+        key = (md.namespace, md.name)
+        full = time.monotonic() - self._full_apply.get(key, float("-inf")) > FULL_APPLY_PERIOD
+        generations = self._generations.setdefault(key, {})
         for obj in desired:
+            digest = applied_digest(obj)
+            obj["metadata"].setdefault("annotations", {})[APPLIED_ANNOTATION] = digest
+            ref = (obj["kind"], obj["metadata"]["name"])
+            child = children.get(ref)
+            if (
+                not full
+                and child is not None
+                and child.applied == digest
+                and child.generation == generations.get(ref, child.generation)
+            ):
+                continue  # applied already, and nobody changed it since
             try:
-                self.client.apply(obj)
+                applied = self.client.apply(obj)
+                generations[ref] = applied.get("metadata", {}).get("generation")
             except ApiError as err:
                 if err.not_found and obj["kind"] == "HTTPRoute":
                     self._gateway_checked = (0.0, False)  # the CRDs went away: ask again next time
@@ -200,6 +265,8 @@ class Reconciler:
                 where = f"{obj['kind']} {obj['metadata']['name']}"
                 log.warning("%s/%s: applying %s failed: %s", md.namespace, md.name, where, err)
                 problems.append(("ChildRejected", f"{where} was rejected by the API server: {err.message}"))
+        if full and not problems:
+            self._full_apply[key] = time.monotonic()
         wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
         for (kind, name), child in children.items():
             if (kind, name) not in wanted:
@@ -245,17 +312,23 @@ class Reconciler:
         )
 
     def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
-        """Write status if it changed; False when the object changed under us (reconcile again)."""
+        """Write status if it changed; False when the object changed under us (reconcile again).
+
+        The write is conditional on the resourceVersion the reconcile read, so a decision made
+        on a stale copy (the watch cache lags) is refused by the API server, never written.
+        """
         old = body.get("status") or {}
         new = status.wire()
         if new == old:
             return True
+        meta = body["metadata"]
         try:
-            self.client.patch_status(body, old, new)
+            written = self.client.patch_status(body, old, new, resource_version=meta.get("resourceVersion"))
         except ApiError as err:
             if err.conflict:
                 return False
             raise
+        self._written[(meta["namespace"], meta["name"])] = (meta.get("resourceVersion", ""), written)
         return True
 
     def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +77,17 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     return base + (f"/{quote(name)}" if name else "")
 
 
+def _kind_of(path: str) -> str:
+    """The resource of a request path, for counting: /apis/apps/v1/namespaces/x/deployments/y -> deployments."""
+    parts = [p for p in path.split("/") if p]
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        parts = parts[parts.index("namespaces") + 2 :]
+    else:
+        parts = parts[2:] if parts[0] == "api" else parts[3:]
+    resource = parts[0] if parts else path
+    return resource + ("/status" if parts and parts[-1] == "status" else "")
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """The RFC 7386 merge patch that turns old into new (None where a key goes away)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -109,6 +121,8 @@ class Client:
 
     def __init__(self, api: k8s_client.ApiClient) -> None:
         self.api = api
+        # Requests sent, by "METHOD path-kind": what the operator costs the API server.
+        self.requests: Counter[str] = Counter()
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 16) -> Client:
@@ -135,6 +149,7 @@ class Client:
         timeout: float = 30,
     ) -> Any:
         query = list(query)
+        self.requests[f"{method} {_kind_of(path)}"] += 1
         url_path = path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept}
         if body is not None:
@@ -198,13 +213,21 @@ class Client:
             raise
         return True
 
-    def patch_status(self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-        """Write status through the status subresource, sending only what changed."""
+    def patch_status(
+        self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Write status through the status subresource, sending only what changed.
+
+        With resource_version, the API server refuses the write (409) if the object changed since.
+        """
         ref = ObjectRef.of(obj)
+        patch: dict[str, Any] = {"status": merge_patch(old, new)}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = self.request(
             "PATCH",
             resource_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/status",
-            body={"status": merge_patch(old, new)},
+            body=patch,
             content_type="application/merge-patch+json",
         )
         return result

@@ -1,0 +1,98 @@
+"""What every benchmark needs: its own local cluster, the chart, and the operator as a real process.
+
+The cluster lives in .cluster-bench/ (not .cluster/), so a benchmark never shares its API
+server with `make up` or the tests, and two operators never act on the same objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "hack" / "cluster"), str(ROOT / "tests")]
+
+from clusterkit import (  # noqa: E402
+    CHART,
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    RELEASE,
+    Cluster,
+    Operator,
+    wait_for,
+)
+from localcluster import DEFAULT_NODES, FakeNode, LocalCluster  # noqa: E402
+
+BENCH_DIR = ROOT / ".cluster-bench"
+
+
+@dataclass
+class Bench:
+    cluster: Cluster
+    operator: Operator
+    local: LocalCluster
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process so far, MiB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_nodes(count: int) -> tuple[FakeNode, ...]:
+    """Plain nodes of 64 cores and 110 pods each (the kubelet default), for benchmarks at scale."""
+    return tuple(FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi") for i in range(count))
+
+
+@contextlib.contextmanager
+def bench_stack(
+    *operator_args: str, start_operator: bool = True, nodes: tuple[FakeNode, ...] = DEFAULT_NODES
+) -> Iterator[Bench]:
+    """Cluster up (fresh etcd), chart installed, the operator running; everything stopped at the end."""
+    local = LocalCluster(BENCH_DIR, nodes=nodes)
+    local.down()  # a fresh etcd: figures do not depend on what an earlier run left behind
+    info = local.up()
+    cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)
+    operator: Operator | None = None
+    try:
+        cluster.helm(
+            "upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+            "--create-namespace", "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        wait_for(
+            lambda: cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,
+            timeout=60,
+            what="the ModelDeployment resource",
+        )
+        kubeconfig = cluster.token_kubeconfig(
+            OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, BENCH_DIR / "operator.kubeconfig"
+        )
+        operator = Operator(kubeconfig, BENCH_DIR / "logs" / "operator.log", *operator_args)
+        operator.log.unlink(missing_ok=True)
+        if start_operator:
+            operator.start()
+        yield Bench(cluster, operator, local)
+    finally:
+        if operator is not None:
+            operator.stop()
+        if os.environ.get("MODELDEPLOY_KEEP_BENCH_CLUSTER") != "1":
+            local.down()
+
+
+def now() -> float:
+    return time.monotonic()
