@@ -31,9 +31,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
+# Status is replaced whole (PUT), conditional on the resourceVersion the reconcile read.
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "update"]
 # Owner references with blockOwnerDeletion on children.
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments/finalizers"]

@@ -78,9 +78,8 @@ class Reconciler:
     measure: Measure | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _gateway_checked: tuple[float, bool] = (0.0, False)
-    # Per ModelDeployment: (resourceVersion the last status write was based on, the object it returned).
-    # Until the watch cache moves past that version, the returned object is the newer one.
-    _written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # Per ModelDeployment: the resourceVersion its last status write produced, until the cache has it.
+    _written: dict[tuple[str, str], str] = field(default_factory=dict)
     # When each ModelDeployment's children were last applied in full, and what generation each child
     # had after the operator's own last apply (a different one means someone else changed it).
     _full_apply: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -112,12 +111,16 @@ class Reconciler:
         self._generations.pop(key, None)
 
     def _latest(self, key: tuple[str, str], cached: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if cached is None:
-            return self.client.get(API_VERSION, KIND, *key)
+        """The object to decide on: never older than the operator's own last write to it.
+
+        The watch cache is used once it has reached the version the last status write produced;
+        until then (a few milliseconds, usually) the object is read from the API server.
+        """
         written = self._written.get(key)
-        if written is not None and written[0] == cached["metadata"].get("resourceVersion"):
-            return written[1]
-        return copy.deepcopy(dict(cached))
+        if cached is not None and (written is None or written == cached["metadata"].get("resourceVersion")):
+            self._written.pop(key, None)
+            return copy.deepcopy(dict(cached))
+        return self.client.get(API_VERSION, KIND, *key)
 
     def _reconcile(
         self,
@@ -143,9 +146,15 @@ class Reconciler:
         for note in result.notes:
             log.warning("%s/%s: %s", namespace, name, note)
 
+        # The decision is recorded before it is acted on: a decision made on a stale copy is refused
+        # here (409) before it touches a child, and an operator stopped between the two steps
+        # resumes from what the status says it was doing.
+        written = self._write_status(body, result.status)
+        if written is None:
+            return CONFLICT_RETRY
         problems = self._apply(md, result, children, observed.gateway_api)
         status = _with_apply_problems(result.status, problems, observed.now)
-        if not self._write_status(body, status):
+        if problems and self._write_status(written, status) is None:
             return CONFLICT_RETRY
         events = [*result.events, *(Event(*e) for e in transitions(md.status or ModelDeploymentStatus(), status))]
         for event in events:
@@ -311,25 +320,25 @@ class Reconciler:
             field_manager=HANDOFF_MANAGER,
         )
 
-    def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
-        """Write status if it changed; False when the object changed under us (reconcile again).
+    def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> dict[str, Any] | None:
+        """Write status if it changed; the object as it is now, or None when it changed under us.
 
         The write is conditional on the resourceVersion the reconcile read, so a decision made
-        on a stale copy (the watch cache lags) is refused by the API server, never written.
+        on a stale copy is refused by the API server, never recorded.
         """
         old = body.get("status") or {}
         new = status.wire()
         if new == old:
-            return True
+            return body
         meta = body["metadata"]
         try:
-            written = self.client.patch_status(body, old, new, resource_version=meta.get("resourceVersion"))
+            written = self.client.replace_status(body, new)
         except ApiError as err:
             if err.conflict:
-                return False
+                return None
             raise
-        self._written[(meta["namespace"], meta["name"])] = (meta.get("resourceVersion", ""), written)
-        return True
+        self._written[(meta["namespace"], meta["name"])] = written["metadata"].get("resourceVersion", "")
+        return written
 
     def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> None:
         """A spec the API server let through but the operator cannot use: say so in status."""
@@ -359,7 +368,7 @@ class Reconciler:
             "conditions": conditions,
         }
         if new != old:
-            self.client.patch_status(body, old, new)
+            self.client.replace_status(body, new)
             self.client.post_event(body, type_="Warning", reason="InvalidSpec", message=message, action="Validate")
 
 

@@ -88,21 +88,6 @@ def _kind_of(path: str) -> str:
     return resource + ("/status" if parts and parts[-1] == "status" else "")
 
 
-def merge_patch(old: Any, new: Any) -> Any:
-    """The RFC 7386 merge patch that turns old into new (None where a key goes away)."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif old[key] != value:
-            patch[key] = merge_patch(old[key], value)
-    return patch
-
-
 @dataclass(frozen=True)
 class ObjectRef:
     api_version: str
@@ -213,22 +198,20 @@ class Client:
             raise
         return True
 
-    def patch_status(
-        self, obj: dict[str, Any], old: dict[str, Any], new: dict[str, Any], resource_version: str | None = None
-    ) -> dict[str, Any]:
-        """Write status through the status subresource, sending only what changed.
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Replace the status through the status subresource (PUT), conditional on obj's resourceVersion.
 
-        With resource_version, the API server refuses the write (409) if the object changed since.
+        Replacing, not patching: a merge patch merges nested objects (a field left out stays) and a
+        diff against a copy that turned out stale can leave a partial object. The API server answers
+        409 when the object changed since obj was read.
         """
         ref = ObjectRef.of(obj)
-        patch: dict[str, Any] = {"status": merge_patch(old, new)}
-        if resource_version:
-            patch["metadata"] = {"resourceVersion": resource_version}
+        meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+        body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta, "status": status}
+        if "spec" in obj:
+            body["spec"] = obj["spec"]
         result: dict[str, Any] = self.request(
-            "PATCH",
-            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/status",
-            body=patch,
-            content_type="application/merge-patch+json",
+            "PUT", resource_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/status", body=body
         )
         return result
 
