@@ -47,11 +47,12 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if provider == "local":
         from localcluster import LocalCluster
 
-        local = LocalCluster(ROOT / ".cluster")
+        # Not .cluster/: `make up` runs an operator there, and two operators must never share objects.
+        local = LocalCluster(ROOT / ".cluster-test")
         started_here = not local.is_up()
         info = local.up()
         yield Cluster("local", info.kubeconfig, info.kubectl, info.helm)
-        # A cluster someone started (make up, make cluster-up) is left running for them.
+        # Left running when it already was (a previous run with MODELDEPLOY_KEEP_CLUSTER=1).
         if started_here and os.environ.get("MODELDEPLOY_KEEP_CLUSTER") != "1":
             local.down()
     elif provider == "kind":
@@ -107,7 +108,7 @@ def operator(chart: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """
     work = tmp_path_factory.mktemp("operator")
     kubeconfig = chart.token_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, work / "kubeconfig")
-    logs = ROOT / ".cluster" / "logs"
+    logs = ROOT / ".cluster-test" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     process = Operator(kubeconfig, logs / "operator-tests.log", "--workers", "4", "--resync-seconds", "20")
     process.log.unlink(missing_ok=True)

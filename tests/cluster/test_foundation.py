@@ -142,6 +142,19 @@ class TestServing:
         assert md["status"]["stable"]["revision"] == before
         assert "canary" not in md["status"]
 
+    def test_hand_edits_of_a_deployment_are_undone(self, cluster: Cluster, running: Operator, namespace: str) -> None:
+        cluster.apply(sample("iris", namespace))
+        ready(cluster, namespace, "iris")
+        cluster.kubectl("scale", "deployment", "iris", "-n", namespace, "--replicas=5")
+        cluster.kubectl("set", "env", "deployment/iris", "-n", namespace, "-c", "bento", "BENTOML_DO_NOT_TRACK=0")
+
+        def restored() -> bool:
+            dep = cluster.json("get", "deployment", "iris", "-n", namespace)
+            env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+            return dep["spec"]["replicas"] == 2 and env["BENTOML_DO_NOT_TRACK"] == "1"
+
+        wait_for(restored, timeout=30, what="the operator to put the Deployment back")
+
     def test_delete_lets_the_garbage_collector_remove_every_child(
         self, cluster: Cluster, running: Operator, namespace: str
     ) -> None:
