@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-# Fixtures for real Prometheus and bentoml serve processes (tests/realstack.py).
-pytest_plugins = ["realstack"]
+# Fixtures for real Prometheus and bentoml serve processes (tests/realstack.py), and for the
+# cluster and e2e tiers: the cluster, the chart, the operator process, a namespace per test
+# (tests/clusterstack.py).
+pytest_plugins = ["realstack", "clusterstack"]
 
 TIERS = {"unit": pytest.mark.unit, "cluster": pytest.mark.cluster, "e2e": pytest.mark.e2e}
 
