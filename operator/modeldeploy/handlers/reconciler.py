@@ -114,13 +114,19 @@ class Reconciler:
         """The object to decide on: never older than the operator's own last write to it.
 
         The watch cache is used once it has reached the version the last status write produced;
-        until then (a few milliseconds, usually) the object is read from the API server.
+        until then (a few milliseconds, usually) the object is read from the API server. The cache
+        has caught up when it holds that version or when it holds what the API server returns (a
+        later write by someone else may have come first).
         """
         written = self._written.get(key)
-        if cached is not None and (written is None or written == cached["metadata"].get("resourceVersion")):
+        cached_rv = None if cached is None else cached["metadata"].get("resourceVersion")
+        if cached is not None and (written is None or written == cached_rv):
             self._written.pop(key, None)
             return copy.deepcopy(dict(cached))
-        return self.client.get(API_VERSION, KIND, *key)
+        fresh = self.client.get(API_VERSION, KIND, *key)
+        if fresh is None or fresh["metadata"].get("resourceVersion") == cached_rv:
+            self._written.pop(key, None)
+        return fresh
 
     def _reconcile(
         self,
