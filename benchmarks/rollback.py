@@ -63,17 +63,11 @@ def trial(
 
     v1 = wait_for(lambda: condition(get(), "Ready").get("status") == "True" and get(), timeout=60, what="v1 Ready")
     stable_rev = v1["status"]["stable"]["revision"]
-    prometheus.set_targets([(stable.address, {"namespace": namespace, "modeldeploy_dev_revision": stable_rev})])
+    prometheus.scrape_revisions(namespace, {stable_rev: stable.address}, wait=False)
 
     cluster.apply(md_with_analysis(namespace, prometheus, interval, limit, bento=V2))
     canary_rev = wait_for(lambda: get().get("status", {}).get("canary", {}).get("revision"), timeout=60, what="canary")
-    prometheus.set_targets(
-        [
-            (stable.address, {"namespace": namespace, "modeldeploy_dev_revision": stable_rev}),
-            (canary.address, {"namespace": namespace, "modeldeploy_dev_revision": canary_rev}),
-        ]
-    )
-    prometheus.wait_for_target(canary.address, {"modeldeploy_dev_revision": canary_rev}, timeout=30)
+    prometheus.scrape_revisions(namespace, {stable_rev: stable.address, canary_rev: canary.address}, timeout=30)
     first_bad = now()
     done = wait_for(
         lambda: (s := get().get("status", {})) and "canary" not in s and s.get("failed") and s,

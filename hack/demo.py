@@ -147,10 +147,7 @@ def main() -> int:
                     raise SystemExit("no canary was started within 60s: see .cluster/logs/operator.log")
                 time.sleep(0.5)
             revision = canary["revision"]
-            prometheus.set_targets(
-                (server.address, {"namespace": NAMESPACE, "modeldeploy_dev_revision": rev})
-                for rev, server in ((stable, old), (revision, new))
-            )
+            prometheus.scrape_revisions(NAMESPACE, {stable: old.address, revision: new.address}, wait=False)
             final = watch(cluster, TIMEOUT_S)
             answered = {url: (s.answered, s.error_rate) for url, s in load.stats.items()}
     print(f"\n{'REASON':<18}MESSAGE")

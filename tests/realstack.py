@@ -166,6 +166,9 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
+LABEL_REVISION = "modeldeploy_dev_revision"  # the revision label as a Prometheus target label
+
+
 class Prometheus:
     """A Prometheus on a free 127.0.0.1 port, scraping the targets of a file_sd file.
 
@@ -301,6 +304,20 @@ class Prometheus:
         temporary = self.targets_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(groups, indent=2))
         os.replace(temporary, self.targets_file)  # atomic: never a half-written file
+
+    def scrape_revisions(
+        self, namespace: str, revisions: Mapping[str, str], *, wait: bool = True, timeout: float = 30.0
+    ) -> None:
+        """Scrape one model server per revision (``{revision: address}``), labelled as the pods of that
+        revision would be after the relabelling in docs/analysis.md (namespace, modeldeploy_dev_revision).
+
+        With WAIT, returns once every one of them has been scraped with those labels.
+        """
+        labelled = [(address, {"namespace": namespace, LABEL_REVISION: rev}) for rev, address in revisions.items()]
+        self.set_targets(labelled)
+        if wait:
+            for address, labels in labelled:
+                self.wait_for_target(address, {LABEL_REVISION: labels[LABEL_REVISION]}, timeout=timeout)
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/PATH and return its ``data``; raises StackError on an error answer."""

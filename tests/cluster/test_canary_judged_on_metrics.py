@@ -63,16 +63,6 @@ def analysed(namespace: str, prometheus: Prometheus, **spec: Any) -> dict[str, A
     return sample("iris", namespace, rollout=rollout, **spec)
 
 
-def scrape(prometheus: Prometheus, namespace: str, revisions: dict[str, BentoServer]) -> None:
-    """Point Prometheus at a model server per revision, labelled as the pods of that revision would be."""
-    prometheus.set_targets(
-        (server.address, {"namespace": namespace, "modeldeploy_dev_revision": revision})
-        for revision, server in revisions.items()
-    )
-    for revision, server in revisions.items():
-        prometheus.wait_for_target(server.address, {"modeldeploy_dev_revision": revision})
-
-
 def deploy_and_start_canary(
     cluster: Cluster, namespace: str, prometheus: Prometheus, stable: BentoServer, canary: BentoServer
 ) -> str:
@@ -89,7 +79,7 @@ def deploy_and_start_canary(
         timeout=60,
         what="the canary",
     )
-    scrape(prometheus, namespace, {v1: stable, canary_status["revision"]: canary})
+    prometheus.scrape_revisions(namespace, {v1: stable.address, canary_status["revision"]: canary.address})
     return str(canary_status["revision"])
 
 
