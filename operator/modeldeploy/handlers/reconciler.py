@@ -141,8 +141,7 @@ class Reconciler:
         try:
             md = parse(body)
         except ValidationError as err:
-            self._report_invalid(body, describe(err))
-            return INVALID_RECHECK
+            return INVALID_RECHECK if self._report_invalid(body, describe(err)) else CONFLICT_RETRY
 
         observed = self.observe(md, children)
         revision = analysis_due(md, observed)
@@ -326,14 +325,16 @@ class Reconciler:
             field_manager=HANDOFF_MANAGER,
         )
 
-    def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> dict[str, Any] | None:
+    def _write_status(
+        self, body: dict[str, Any], status: ModelDeploymentStatus | dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Write status if it changed; the object as it is now, or None when it changed under us.
 
         The write is conditional on the resourceVersion the reconcile read, so a decision made
         on a stale copy is refused by the API server, never recorded.
         """
         old = body.get("status") or {}
-        new = status.wire()
+        new = status.wire() if isinstance(status, ModelDeploymentStatus) else status
         if new == old:
             return body
         meta = body["metadata"]
@@ -346,8 +347,11 @@ class Reconciler:
         self._written[(meta["namespace"], meta["name"])] = written["metadata"].get("resourceVersion", "")
         return written
 
-    def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> None:
-        """A spec the API server let through but the operator cannot use: say so in status."""
+    def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> bool:
+        """A spec the API server let through but the operator cannot use: say so in status.
+
+        False when the object changed under us (reconcile again).
+        """
         message = "; ".join(problems)
         old = body.get("status") or {}
         now = timestamp(self.clock())
@@ -373,9 +377,12 @@ class Reconciler:
             "observedGeneration": body["metadata"].get("generation"),
             "conditions": conditions,
         }
-        if new != old:
-            self.client.replace_status(body, new)
-            self.client.post_event(body, type_="Warning", reason="InvalidSpec", message=message, action="Validate")
+        if new == old:
+            return True
+        if self._write_status(body, new) is None:
+            return False
+        self.client.post_event(body, type_="Warning", reason="InvalidSpec", message=message, action="Validate")
+        return True
 
 
 def parse(body: Mapping[str, Any]) -> ModelDeployment:
