@@ -4,14 +4,21 @@ Usage::
 
     python bentos/build.py [--bento iris-classifier] [--version VERSION]
                            [--force] [--skip-train] [--export DIR]
+                           [--base-image IMAGE]
 
 Works in the BentoML home given by ``$BENTOML_HOME`` (default ``~/bentoml``):
 trains the bento's model into its model store (``train.py`` in the bento's
 folder), then runs the equivalent of ``bentoml build`` on the folder's
-``bentofile.yaml``. With ``--export DIR`` it also writes the bento, models
-included, to ``DIR/<name>-<version>.bento`` (``bentoml export``).
+``bentofile.yaml``. The build context is a temporary copy of the folder
+with the files of ``bentos/common/`` (code the example bentos share) beside
+the bento's own, for the bentofile's ``include`` to pick from. With
+``--export DIR`` it also writes the bento, models included, to
+``DIR/<name>-<version>.bento`` (``bentoml export``).
 Building a ``--version`` that is already in the store fails, unless
-``--force`` is given: then the old bento is deleted first.
+``--force`` is given: then the old bento is deleted first. ``--base-image``
+sets the bentofile's ``docker.base_image`` for this build, the image
+``bentoml containerize`` builds on (the local cluster's python-base image,
+where no image can be pulled from Docker Hub).
 
 Only the tag (``name:version``) goes to stdout; everything else goes to
 stderr, so ``TAG=$(python bentos/build.py)`` works.
@@ -23,11 +30,15 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 BENTOS_DIR = Path(__file__).resolve().parent
+COMMON_DIR = BENTOS_DIR / "common"
 
 
 def _load_module(path: Path) -> ModuleType:
@@ -42,9 +53,11 @@ def _load_module(path: Path) -> ModuleType:
 def build(
     bento: str = "iris-classifier",
     version: str | None = None,
+    *,
     train: bool = True,
     export_dir: str | None = None,
     force: bool = False,
+    base_image: str | None = None,
 ) -> str:
     """Train (unless ``train`` is false) and build the bento; return its tag."""
     import bentoml
@@ -72,12 +85,41 @@ def build(
             train_py = bento_dir / "train.py"
             if train_py.is_file():
                 _load_module(train_py).main([])
-        built = bentoml.bentos.build_bentofile(bentofile=str(bentofile), build_ctx=str(bento_dir), version=version)
+        with _bentofile(bentofile, base_image) as path, _build_context(bento_dir) as build_ctx:
+            built = bentoml.bentos.build_bentofile(bentofile=path, build_ctx=str(build_ctx), version=version)
         if export_dir:
             os.makedirs(export_dir, exist_ok=True)
             path = bentoml.bentos.export_bento(built.tag, export_dir)
             print(f"exported {built.tag} to {path}", file=sys.stderr)
     return str(built.tag)
+
+
+@contextlib.contextmanager
+def _build_context(bento_dir: Path) -> Iterator[Path]:
+    """A temporary copy of the bento's folder with the files of ``bentos/common/`` added."""
+    # BentoML refuses ``../`` includes and packs a symlink as a link, dangling in the bento.
+    ignore = shutil.ignore_patterns("__pycache__")
+    with tempfile.TemporaryDirectory(prefix=f"bento-{bento_dir.name}-") as tmp:
+        shutil.copytree(bento_dir, tmp, ignore=ignore, dirs_exist_ok=True)
+        shutil.copytree(COMMON_DIR, tmp, ignore=ignore, dirs_exist_ok=True)
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _bentofile(bentofile: Path, base_image: str | None) -> Iterator[str]:
+    """The bentofile, or a copy of it whose docker options build on ``base_image``."""
+    if base_image is None:
+        yield str(bentofile)
+        return
+    import yaml
+
+    config = yaml.safe_load(bentofile.read_text())
+    # BentoML ignores distro and python_version with a base_image (and warns): only the base is kept.
+    config["docker"] = {"base_image": base_image}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="bentofile-") as handle:
+        yaml.safe_dump(config, handle)
+        handle.flush()
+        yield handle.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         help="do not train; use the model already in the store",
     )
     parser.add_argument("--export", metavar="DIR", help="also export the bento to DIR")
+    parser.add_argument("--base-image", metavar="IMAGE", help="docker.base_image for `bentoml containerize`")
     args = parser.parse_args(argv)
     try:
         tag = build(
@@ -103,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             train=not args.skip_train,
             export_dir=args.export,
             force=args.force,
+            base_image=args.base_image,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"build.py: {exc}", file=sys.stderr)

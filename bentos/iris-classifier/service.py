@@ -1,167 +1,35 @@
-"""The iris classifier as a BentoML 1.4 service.
+"""The iris classifier (scikit-learn) as a BentoML 1.4 service.
 
-``POST /classify`` takes a batch of 4-feature rows (sepal length, sepal
-width, petal length, petal width, in cm) and returns one class name per row::
-
-    {"input_series": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
-    -> ["setosa", "virginica"]
-
-The endpoint is batchable: BentoML's adaptive batcher merges concurrent
-requests into one ``predict`` call.
-
-Environment (read when a worker starts):
-
-``IRIS_FAULT_RATE``
-    0.0..1.0 (default 0): that fraction of ``/classify`` requests fail with
-    HTTP 500, deterministically per worker process: with rate p, request n
-    of a worker fails when floor(n*p) > floor((n-1)*p), so 0.25 fails the
-    4th, 8th, ... request and 1 fails every one. The 500 comes back through
-    BentoML's metrics middleware, so it is counted in
-    ``bentoml_service_request_total{endpoint="/classify",http_response_code="500"}``.
-``IRIS_EXTRA_LATENCY_MS``
-    extra delay (ms, default 0) added to every ``/classify`` request, failed
-    or not; it shows in ``bentoml_service_request_duration_seconds``.
-``IRIS_STARTUP_DELAY_S``
-    seconds (default 0) to sleep while the service starts, before it
-    answers anything, to stand for a slow model load in readiness tests.
-``IRIS_MAX_BATCH_SIZE``, ``IRIS_MAX_LATENCY_MS``
-    the adaptive batcher's limits (default 32 rows, 100 ms). BentoML 1.4 takes
-    these only from ``@bentoml.api``, not from its configuration, so this
-    service reads them from the environment.
+Its HTTP API (``POST /classify``, batchable, and ``POST /info``) and its
+fault-injection environment (``IRIS_FAULT_RATE``, ``IRIS_EXTRA_LATENCY_MS``,
+``IRIS_STARTUP_DELAY_S``, ``IRIS_MAX_BATCH_SIZE``, ``IRIS_MAX_LATENCY_MS``)
+are those of every iris bento: see ``irisapi.py`` (``bentos/common/``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import math
-import os
-import time
-from fractions import Fraction
-from typing import Annotated, Any
-
 import bentoml
 import joblib
 import numpy as np
-from bentoml.validators import DType, Shape
-
-logger = logging.getLogger("bentoml.iris")
+from irisapi import REQUEST_TIMEOUT_S, FaultInjection, IrisApi
 
 MODEL_FILE = "model.joblib"
-CLASSIFY_ROUTE = "/classify"
 
 
-def _env_number(name: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-    if not low <= value <= high or math.isnan(value):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {raw!r}")
-    return value
-
-
-MAX_BATCH_SIZE = int(_env_number("IRIS_MAX_BATCH_SIZE", 32, 2, 10_000))
-MAX_LATENCY_MS = int(_env_number("IRIS_MAX_LATENCY_MS", 100, 1, 600_000))
-
-
-class FaultInjection:
-    """ASGI middleware: fail a fixed fraction of ``/classify`` requests with 500.
-
-    It sits inside BentoML's own metrics, access-log, timeout and concurrency
-    middlewares, so its responses are counted like any other. One instance
-    (one counter) per worker process.
-    """
-
-    def __init__(self, app: Any, route: str = CLASSIFY_ROUTE) -> None:
-        self.app = app
-        self.route = route
-        rate = _env_number("IRIS_FAULT_RATE", 0.0, 0.0, 1.0)
-        # Exact fraction, so that e.g. 0.1 fails exactly every 10th request.
-        self.rate = Fraction(rate).limit_denominator(10_000)
-        self.delay_s = _env_number("IRIS_EXTRA_LATENCY_MS", 0.0, 0.0, 600_000) / 1000
-        self.count = 0
-        if self.rate or self.delay_s:
-            logger.warning(
-                "iris fault injection on: IRIS_FAULT_RATE=%s IRIS_EXTRA_LATENCY_MS=%s",
-                float(self.rate),
-                self.delay_s * 1000,
-            )
-
-    def should_fail(self) -> bool:
-        """Count one request; tell whether it is one to fail."""
-        self.count += 1
-        n = self.count
-        return math.floor(n * self.rate) > math.floor((n - 1) * self.rate)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != self.route:
-            await self.app(scope, receive, send)
-            return
-        fail = self.should_fail()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if not fail:
-            await self.app(scope, receive, send)
-            return
-        # Read the request body first, so that a keep-alive connection stays usable.
-        while (await receive()).get("more_body", False):
-            pass
-        body = json.dumps({"error": f"injected fault (IRIS_FAULT_RATE={float(self.rate)})"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-iris-fault", b"injected"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-Features = Annotated[np.ndarray, Shape((-1, 4)), DType("float64")]
-
-
-@bentoml.service(traffic={"timeout": 30})
-class IrisClassifier:
+@bentoml.service(traffic={"timeout": REQUEST_TIMEOUT_S})
+class IrisClassifier(IrisApi):
     """Classify iris flowers from their four measurements."""
 
     # Resolved at build time and packed into the bento (models/iris_clf/...).
     model_ref = bentoml.models.BentoModel("iris_clf:latest")
 
     def __init__(self) -> None:
-        delay = _env_number("IRIS_STARTUP_DELAY_S", 0.0, 0.0, 3600.0)
-        if delay:
-            logger.warning("iris: IRIS_STARTUP_DELAY_S=%s, sleeping", delay)
-            time.sleep(delay)
+        super().__init__()
         self.model = joblib.load(self.model_ref.path_of(MODEL_FILE))
-        self.class_names: list[str] = [str(c) for c in self.model.classes_]
+        self.class_names = [str(c) for c in self.model.classes_]
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def classify(self, input_series: Features) -> list[str]:
-        """Return the predicted class name for each row."""
-        if len(input_series) == 0:
-            return []
-        return [str(c) for c in self.model.predict(input_series)]
-
-    @bentoml.api
-    def info(self) -> dict[str, Any]:
-        """Which model and bento this replica serves (for canary checks)."""
-        ctx = bentoml.server_context
-        return {
-            "bento": f"{ctx.bento_name}:{ctx.bento_version}",
-            "model": str(self.model_ref.tag),
-            "classes": self.class_names,
-            "max_batch_size": MAX_BATCH_SIZE,
-            "max_latency_ms": MAX_LATENCY_MS,
-        }
+    def predict(self, rows: np.ndarray) -> list[str]:
+        return [str(c) for c in self.model.predict(rows)]
 
 
 IrisClassifier.add_asgi_middleware(FaultInjection)

@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 MODEL_NAME = "iris_clf"
 MODEL_FILE = "model.joblib"
 RANDOM_STATE = 0
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 def train(random_state: int = RANDOM_STATE) -> tuple[Pipeline, float, list[str]]:
@@ -59,7 +60,7 @@ def save(model: Any, accuracy: float, class_names: list[str], version: str | Non
         metadata={
             "accuracy": accuracy,
             "class_names": class_names,
-            "features": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+            "features": FEATURES,
             "sklearn_version": sklearn.__version__,
             "file": MODEL_FILE,
         },
