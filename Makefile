@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CACHE ?= $(or $(MODELDEPLOY_CACHE),$(HOME)/.cache/modeldeploy)
 include hack/cluster/versions.env
 HELM := $(CACHE)/bin/helm-$(HELM_VERSION)
-CLUSTER := $(BIN)/python hack/cluster/localcluster.py
+CLUSTER := $(BIN)/python -m localcluster
 CHART := charts/modeldeploy-operator
 CRD_FILE := modeldeploy.dev_modeldeployments.yaml
 PYTEST ?= $(BIN)/pytest
@@ -25,17 +25,26 @@ help: ## Show this help
 .PHONY: setup
 setup: $(VENV)/.installed ## Create .venv and install the project, the bento tooling and the dev tools (locked)
 
-$(VENV)/.installed: pyproject.toml requirements/lock.txt
+$(VENV)/.installed: pyproject.toml requirements/lock.txt hack/cluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --constraint requirements/lock.txt --editable '.[bento,dev]'
+	$(BIN)/pip install --quiet --no-deps --editable hack/cluster
 	touch $@
 
+.PHONY: system-packages
+system-packages: ## Install the Debian packages the local cluster and image builds need (only what is missing)
+	@bash hack/system-packages.sh
+	@command -v go >/dev/null || { echo "the local cluster is built with Go (>= 1.26): install it first" >&2; exit 1; }
+
 .PHONY: lock
-lock: ## Re-lock the dependencies after changing pyproject.toml
+lock: ## Re-lock the dependencies after changing pyproject.toml or requirements/bento-runtime.in
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet '.[bento,dev]'
 	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^modeldeploy' > requirements/lock.txt
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -r requirements/bento-runtime.in
+	.venv-lock/bin/pip freeze > requirements/bento-runtime.txt
 	rm -rf .venv-lock
 
 .PHONY: crds
@@ -57,7 +66,7 @@ check: setup $(HELM) ## Lint, format check, mypy strict, layer contracts, CRD dr
 ##@ Tests
 
 .PHONY: test
-test: setup ## Every test tier this machine can run: unit, bento and cluster (e2e is skipped without Docker)
+test: setup system-packages ## Every test tier this machine can run: unit, bento and cluster (e2e is skipped without Docker)
 	$(PYTEST) -m "not e2e"
 
 .PHONY: test-unit
@@ -65,15 +74,15 @@ test-unit: setup ## Unit tier only: pure functions, schemas, renderers, a real `
 	$(PYTEST) -m "unit or bento"
 
 .PHONY: test-cluster
-test-cluster: setup ## Cluster tier only, on the local control plane (built on first use)
+test-cluster: setup system-packages ## Cluster tier only, on the local control plane (built on first use)
 	$(PYTEST) -m cluster
 
 .PHONY: test-e2e
-test-e2e: setup ## e2e tier on kind (needs Docker) or MODELDEPLOY_CLUSTER=existing with KUBECONFIG
+test-e2e: setup system-packages ## e2e tier on kind (needs Docker) or MODELDEPLOY_CLUSTER=existing with KUBECONFIG
 	$(PYTEST) -m e2e
 
 .PHONY: bench
-bench: setup ## Benchmarks, printing figures against the targets (not part of make test; ~6 min)
+bench: setup system-packages ## Benchmarks, printing figures against the targets (not part of make test; ~6 min)
 	@# Both run; the exit status says whether every target was met.
 	$(BIN)/python benchmarks/scale.py; scale=$$?; $(BIN)/python benchmarks/rollback.py && exit $$scale
 
@@ -87,7 +96,7 @@ cluster-build: ## Build the local cluster's binaries from the Go module proxy (c
 	hack/cluster/build.sh
 
 .PHONY: cluster-up
-cluster-up: setup ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok nodes on loopback
+cluster-up: setup system-packages ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok nodes on loopback
 	$(CLUSTER) up
 
 .PHONY: cluster-down
@@ -95,7 +104,7 @@ cluster-down: setup ## Stop the local cluster's processes
 	$(CLUSTER) down
 
 .PHONY: up
-up: setup ## Local cluster + helm install + operator + the iris sample, until Ready
+up: setup system-packages ## Local cluster + helm install + operator + the iris sample, until Ready
 	$(BIN)/python hack/up.py up
 
 .PHONY: down

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "hack" / "cluster"), str(ROOT / "tests")]
-
-from clusterkit import (  # noqa: E402
+from localcluster import DEFAULT_NODES, FakeNode, LocalCluster
+from localcluster.kit import (
     CHART,
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
@@ -26,8 +23,8 @@ from clusterkit import (  # noqa: E402
     Operator,
     wait_for,
 )
-from localcluster import DEFAULT_NODES, FakeNode, LocalCluster  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".cluster-bench"
 
 
@@ -64,7 +61,7 @@ def bench_stack(
     *operator_args: str, start_operator: bool = True, nodes: tuple[FakeNode, ...] = DEFAULT_NODES
 ) -> Iterator[Bench]:
     """Cluster up (fresh etcd), chart installed, the operator running; everything stopped at the end."""
-    local = LocalCluster(BENCH_DIR, nodes=nodes)
+    local = LocalCluster(BENCH_DIR, nodes=nodes, real_node=False)
     local.down()  # a fresh etcd: figures do not depend on what an earlier run left behind
     info = local.up()
     cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)

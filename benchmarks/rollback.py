@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import Bench, bench_stack, now
+from localcluster.kit import condition, sample, wait_for
+from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, prometheus_binary, serving
 from modeldeploy.api.duration import parse_duration
-
-from clusterkit import condition, sample, wait_for
-from realstack import BentoServer, BentoStore, Load, Prometheus, prometheus_binary, serving
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
 

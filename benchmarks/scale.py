@@ -21,10 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness import Bench, bench_stack, cpu_nodes, now, peak_rss_mib, rss_mib
+from localcluster.kit import sample, wait_for
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.k8s.client import Client, resource_path
-
-from clusterkit import sample, wait_for
 
 
 def small(name: str, namespace: str) -> dict[str, Any]:

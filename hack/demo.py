@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE / "cluster"), str(HERE.parent / "tests")]
+from localcluster import LocalCluster
+from localcluster.kit import ROOT, Cluster, condition
+from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, serving
 
-from clusterkit import ROOT, Cluster, condition  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
-from realstack import BentoServer, BentoStore, Load, Prometheus, serving  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 NAME, NAMESPACE = "iris", "default"
 RATE = 15  # requests per second to each model server

@@ -1,95 +1,93 @@
-"""`make up` / `make down`: the local cluster, the chart, the operator and the iris sample.
+"""`make up` / `make down`: the local cluster, the operator and the iris model, answering.
 
-up:   cluster-up, helm install of the chart, the operator started in the background with
-      the chart's ServiceAccount (so it has exactly the chart's RBAC), the iris sample
-      applied, wait until it is Ready, print `kubectl get modeldeployments`.
-down: stop the operator (by its recorded PID) and the cluster.
+up:   the local cluster with its real node; the operator image, the iris bento and its image
+      (each built once, then found in the local registry); `helm install` of the chart, whose
+      operator Deployment runs from that image on the real node with the chart's RBAC; the iris
+      sample applied; wait until it is Ready; print `kubectl get modeldeployments` and a
+      prediction made through the model's Service.
+down: stop the cluster: pods and containers, the node, the control plane.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
+import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "cluster"))
-
-from clusterkit import (  # noqa: E402
-    CHART,
-    OPERATOR_NAMESPACE,
-    OPERATOR_SERVICE_ACCOUNT,
-    RELEASE,
-    ROOT,
-    Cluster,
-    Operator,
-    condition,
-    process_matches,
-    wait_for,
-)
-from localcluster import LocalCluster  # noqa: E402
+from localcluster import LocalCluster, bentoimages
+from localcluster.kit import CHART, OPERATOR_NAMESPACE, RELEASE, ROOT, Cluster, condition, wait_for
 
 STATE = ROOT / ".cluster"
-OPERATOR_RECORD = STATE / "operator.json"
 SAMPLE = ROOT / "bentos" / "iris-classifier" / "modeldeployment.yaml"
+PREDICT_BODY = {"input_series": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
 
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def up() -> int:
-    started = time.monotonic()
-    info = LocalCluster(STATE).up()
-    cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)
-    say(f"cluster up ({time.monotonic() - started:.0f}s); installing the chart")
+def install_chart(cluster: Cluster, operator_image: str) -> None:
+    repository, _, tag = operator_image.rpartition(":")
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "120s",
+        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--wait", "--timeout", "180s",
     )  # fmt: skip
-    stop_operator()
-    kubeconfig = cluster.token_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, STATE / "operator.kubeconfig")
-    operator = Operator(kubeconfig, STATE / "logs" / "operator.log")
-    operator.start()
-    assert operator.process is not None
-    OPERATOR_RECORD.write_text(json.dumps({"pid": operator.process.pid, "cmdline": operator.command}))
-    say(f"operator running (pid {operator.process.pid}, log {operator.log.relative_to(ROOT)})")
+
+
+def predict(cluster: Cluster, name: str, namespace: str) -> tuple[str, str]:
+    """A real prediction through the model's Service: (the curl command, its answer)."""
+    service = cluster.json("get", "service", name, "-n", namespace)
+    address = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    command = [
+        "curl", "-s", "--fail-with-body", "-X", "POST", f"http://{address}/classify",
+        "-H", "content-type: application/json", "-d", json.dumps(PREDICT_BODY),
+    ]  # fmt: skip
+
+    def answered() -> str | None:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    # kube-proxy programs a new Service's rules about a second after its endpoints appear.
+    answer = wait_for(answered, timeout=30, what=f"a prediction from http://{address}")
+    shown = " ".join(f"'{part}'" if " " in part or "{" in part else part for part in command)
+    return shown, answer
+
+
+def up() -> int:
+    started = time.monotonic()
+    local = LocalCluster(STATE)
+    info = local.up()
+    cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)
+    say(f"cluster up ({time.monotonic() - started:.0f}s); images (built once, then taken from the local registry)")
+    builder = info.image_builder(say)
+    operator_image = builder.operator()
+    iris_image = bentoimages.ensure(builder, "iris-classifier", "v1")
+    say(f"operator image {operator_image}, model image {iris_image}; installing the chart")
+    install_chart(cluster, operator_image)
+    pod = cluster.json("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=modeldeploy-operator")
+    node = pod["items"][0]["spec"].get("nodeName") if pod["items"] else None
+    say(f"operator running in a pod on {node} ({time.monotonic() - started:.0f}s); applying the iris sample")
     cluster.apply(SAMPLE.read_text())
-    say("iris sample applied; waiting for it to be Ready")
     wait_for(
         lambda: condition(cluster.get("modeldeployment", "iris", "default") or {}, "Ready").get("status") == "True",
-        timeout=180,
+        timeout=300,
         what="ModelDeployment default/iris Ready",
     )
     print(cluster.kubectl("get", "modeldeployments", "-A").stdout, end="")
+    command, answer = predict(cluster, "iris", "default")
+    say("a prediction through the iris Service:")
+    print(f"$ {command}\n{answer}")
     say(f"up in {time.monotonic() - started:.0f}s. Try:")
     print(f"  export KUBECONFIG={info.kubeconfig} PATH={info.bin_dir}:$PATH")
-    print("  kubectl get md -A; kubectl describe md iris; kubectl get pods -l modeldeploy.dev/name=iris")
+    print("  kubectl get md -A; kubectl describe md iris; kubectl get pods -o wide")
     return 0
 
 
-def stop_operator() -> None:
-    if not OPERATOR_RECORD.exists():
-        return
-    record = json.loads(OPERATOR_RECORD.read_text())
-    pid = int(record["pid"])
-    if process_matches(pid, record["cmdline"]):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while process_matches(pid, record["cmdline"]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if process_matches(pid, record["cmdline"]):
-            os.killpg(pid, signal.SIGKILL)
-        say(f"operator (pid {pid}) stopped")
-    OPERATOR_RECORD.unlink()
-
-
 def down() -> int:
-    stop_operator()
     LocalCluster(STATE).down()
     say("cluster down")
     return 0

@@ -3,6 +3,7 @@ the operator as a real process. Registered as a plugin in tests/conftest.py, so 
 
 Providers (MODELDEPLOY_CLUSTER):
   local     (default) the control plane built from upstream sources by hack/cluster/, kwok nodes
+            and a real node (MODELDEPLOY_REAL_NODE=0: kwok nodes only; the e2e tier then fails)
   kind      a kind cluster through pytest-kind (needs Docker; skipped with the reason where there is none)
   existing  whatever KUBECONFIG points at
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit import (
+from localcluster.kit import (
     CHART,
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
@@ -49,7 +50,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         from localcluster import LocalCluster
 
         # Not .cluster/: `make up` runs an operator there, and two operators must never share objects.
-        local = LocalCluster(ROOT / ".cluster-test")
+        local = LocalCluster(ROOT / ".cluster-test", real_node=os.environ.get("MODELDEPLOY_REAL_NODE") != "0")
         started_here = not local.is_up()
         info = local.up()
         yield Cluster("local", info.kubeconfig, info.kubectl, info.helm)
@@ -87,6 +88,10 @@ def chart(cluster: Cluster) -> Cluster:
         "--namespace",
         OPERATOR_NAMESPACE,
         "--create-namespace",
+        # The operator under test is the process of the `operator` fixture; the chart's own
+        # Deployment is scaled up only by the e2e test of the chart's pod.
+        "--set",
+        "replicas=0",
         "--wait",
         "--timeout",
         "120s",

@@ -12,7 +12,10 @@
 #   hack/cluster/build.sh --list             print the cached file of each binary
 #
 # Components: kubernetes (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), etcd, kwok, helm, gateway-api (CRD YAML only).
+# kube-scheduler, kubectl, and the node's kubelet and kube-proxy), etcd, kwok,
+# helm, gateway-api (CRD YAML only), and for the real node: containerd
+# (containerd, containerd-shim-runc-v2, ctr), runc, crictl, registry (distribution),
+# coredns (cluster DNS).
 #
 # Environment:
 #   MODELDEPLOY_CACHE        cache root (default ~/.cache/modeldeploy)
@@ -42,7 +45,8 @@ export CGO_ENABLED=0
 # touching the user's own Go build cache (see cleanup at the end of main).
 export GOCACHE="$CACHE/go-build"
 
-KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns)
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -231,13 +235,13 @@ EOF
 
 # Modules without replace directives: plain `go install module/cmd@version`.
 go_install() {
-    local name="$1" v="$2" pkg="$3" ldflags="$4"
+    local name="$1" v="$2" pkg="$3" ldflags="$4" tags="${5:-}"
     if all_present "$BIN/$name-$v"; then log "$name $v: cached"; return; fi
     local start=$SECONDS gobin="$WORK/$name-$v"
     rm -rf "$gobin" && mkdir -p "$gobin"
     log "$name $v: go install $pkg@$v"
     (cd "$WORK" && GOBIN="$gobin" GOFLAGS=-buildvcs=false \
-        go install -v -p "$JOBS" -trimpath -ldflags "$ldflags" "$pkg@$v" 2>&1) |
+        go install -v -p "$JOBS" -trimpath -tags "$tags" -ldflags "$ldflags" "$pkg@$v" 2>&1) |
         progress "$name" || die "$name build failed"
     install_bin "$gobin/$name" "$name" "$v"
     log "$name $v: done in $((SECONDS - start))s"
@@ -267,6 +271,53 @@ build_kwok() {
     chmod 644 "$dest.tmp"/*.yaml # files in the module cache are read-only
     rm -rf "$dest" && mv "$dest.tmp" "$dest"
     log "kwok $KWOK_VERSION: stages in $dest"
+}
+
+# containerd v2 has no replace directives: `go install` of its three commands
+# (one module version, so shared packages compile once), static like upstream's
+# release builds, without the btrfs snapshotter (needs btrfs headers).
+build_containerd() {
+    local v="$CONTAINERD_VERSION" name
+    local names=(containerd containerd-shim-runc-v2 ctr) targets=()
+    for name in "${names[@]}"; do targets+=("$BIN/$name-$v"); done
+    if all_present "${targets[@]}"; then log "containerd $v: cached"; return; fi
+    local start=$SECONDS gobin="$WORK/containerd-$v" pkgs=()
+    rm -rf "$gobin" && mkdir -p "$gobin"
+    for name in "${names[@]}"; do pkgs+=("github.com/containerd/containerd/v2/cmd/$name@$v"); done
+    log "containerd $v: go install ${names[*]} (~4 min on 2 cores)"
+    local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$v"
+    ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
+    (cd "$WORK" && GOBIN="$gobin" GOFLAGS=-buildvcs=false \
+        go install -v -p "$JOBS" -trimpath -tags "no_btrfs urfave_cli_no_docs" -ldflags "$ldflags" "${pkgs[@]}" 2>&1) |
+        progress containerd || die "containerd build failed"
+    for name in "${names[@]}"; do install_bin "$gobin/$name" "$name" "$v"; done
+    log "containerd $v: done in $((SECONDS - start))s"
+}
+
+# runc needs cgo for libseccomp (Debian's libseccomp-dev), as upstream builds it.
+build_runc() {
+    local v="$RUNC_VERSION"
+    if all_present "$BIN/runc-$v"; then log "runc $v: cached"; return; fi
+    [[ -e /usr/include/seccomp.h ]] || die "runc needs libseccomp-dev (apt-get install libseccomp-dev; make system-packages)"
+    CGO_ENABLED=1 go_install runc "$v" github.com/opencontainers/runc "-s -w -X main.version=${v#v}" seccomp
+}
+
+build_registry() {
+    go_install registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry \
+        "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION"
+}
+
+# crictl talks CRI to containerd: the node's teardown removes every pod sandbox through it, so
+# that CNI releases addresses and interfaces the way a kubelet would.
+build_crictl() {
+    go_install crictl "$CRI_TOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl \
+        "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION#v}"
+}
+
+# Cluster DNS for the real node's pods, serving only the cluster's own names (no forwarding).
+build_coredns() {
+    go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns \
+        "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 }
 
 build_helm() {
@@ -313,6 +364,11 @@ list() {
     kwok_stages_dir
     echo "$BIN/helm-$HELM_VERSION"
     gateway_api_dir
+    for name in containerd containerd-shim-runc-v2 ctr; do echo "$BIN/$name-$CONTAINERD_VERSION"; done
+    echo "$BIN/runc-$RUNC_VERSION"
+    echo "$BIN/crictl-$CRI_TOOLS_VERSION"
+    echo "$BIN/coredns-$COREDNS_VERSION"
+    echo "$BIN/registry-$DISTRIBUTION_VERSION"
 }
 
 main() {
@@ -325,12 +381,12 @@ main() {
     for arg in "$@"; do
         case "$arg" in
             --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
-            kubernetes|etcd|kwok|helm|gateway-api) components+=("$arg") ;;
-            all) components+=(kubernetes etcd kwok helm gateway-api) ;;
-            *) die "unknown component '$arg' (kubernetes, etcd, kwok, helm, gateway-api, all)" ;;
+            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns) components+=("$arg") ;;
+            all) components+=("${ALL_COMPONENTS[@]}") ;;
+            *) die "unknown component '$arg' (${ALL_COMPONENTS[*]}, all)" ;;
         esac
     done
-    [[ ${#components[@]} -gt 0 ]] || components=(kubernetes etcd kwok helm gateway-api)
+    [[ ${#components[@]} -gt 0 ]] || components=("${ALL_COMPONENTS[@]}")
 
     command -v go >/dev/null || die "go is not installed (needs go >= 1.26)"
     mkdir -p "$BIN" "$WORK"
@@ -349,6 +405,11 @@ main() {
             kwok) build_kwok ;;
             helm) build_helm ;;
             gateway-api) build_gateway_api ;;
+            containerd) build_containerd ;;
+            runc) build_runc ;;
+            crictl) build_crictl ;;
+            coredns) build_coredns ;;
+            registry) build_registry ;;
         esac
     done
     if [[ -d "$GOCACHE" && "${MODELDEPLOY_KEEP_GOCACHE:-0}" != 1 ]]; then

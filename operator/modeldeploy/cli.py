@@ -1,4 +1,4 @@
-"""`modeldeploy`: run the operator, print the CRD, render a ModelDeployment, control a rollout."""
+"""`modeldeploy`: run the operator; print the CRD; render a ModelDeployment; build a bento's image; steer a rollout."""
 
 from __future__ import annotations
 
@@ -122,6 +122,28 @@ def _control(args: argparse.Namespace, annotation: str, verb: str) -> int:
     return 0
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    """Build a bento's OCI image with BentoML's buildah backend, optionally push it."""
+    from modeldeploy.image import ImageError, ImageRequest, build, parse_labels
+
+    try:
+        request = ImageRequest(
+            bento=args.bento,
+            image=args.image,
+            push=args.push,
+            tls_verify=args.tls_verify,
+            network=args.network or None,
+            build_volume=args.build_volume,
+            labels=parse_labels(args.label),
+        )
+        image = build(request)
+    except ImageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(image)
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from modeldeploy.api.v1alpha1.types import PROMOTE_ANNOTATION
 
@@ -167,6 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-n", "--namespace", default="default", help="namespace for objects that name none")
     render.add_argument("--default-runtime-image", default=None)
     render.set_defaults(func=cmd_render)
+
+    image = sub.add_parser(
+        "image",
+        help="build the OCI image of a bento without Docker (bentoml containerize --backend buildah), push it",
+        description=(
+            "The image `bentoml containerize` makes (entrypoint serving the bento on port 3000, user 1034, "
+            "BENTO_PATH), built with buildah on the bento's docker.base_image."
+        ),
+    )
+    image.add_argument("bento", help="bento tag, name:version, in the local BentoML store ($BENTOML_HOME)")
+    image.add_argument("-t", "--image", help="image name (default: the bento's name:version)")
+    image.add_argument(
+        "--push",
+        nargs="?",
+        const="",
+        metavar="DEST",
+        help="push after building, to DEST (a containers-transports reference; default docker://IMAGE)",
+    )
+    image.add_argument("--no-tls-verify", dest="tls_verify", action="store_false", help="push over plain http")
+    image.add_argument("--network", default="host", help="buildah's network for RUN steps (default: host)")
+    image.add_argument("--build-volume", metavar="SRC:DST[:OPTS]", help="a mount for RUN steps, e.g. a CA bundle")
+    image.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="an image label")
+    image.set_defaults(func=cmd_image)
 
     for verb, func, text in (
         ("promote", cmd_promote, "promote the canary in progress now, skipping its remaining steps"),

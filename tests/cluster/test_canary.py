@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from clusterkit import Cluster, Operator, condition, event_reasons, sample, table, wait_for
+from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, table, wait_for
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Operator, condition, event_reasons, sample, wait_for
-from realstack import BentoServer, BentoStore, Load, Prometheus, serving
+from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, wait_for
+from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, serving
 
 pytestmark = [pytest.mark.bento, pytest.mark.prometheus, pytest.mark.timeout(300)]
 

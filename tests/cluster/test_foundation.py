@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Operator, condition, sample, table, wait_for
+from localcluster.kit import Cluster, Operator, condition, sample, table, wait_for
 
 
 def ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:

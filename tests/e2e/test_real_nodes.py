@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from clusterkit import Cluster, Operator, condition, sample, wait_for
+from localcluster.kit import Cluster, Operator, condition, sample, wait_for
 
 IMAGE = os.environ.get("MODELDEPLOY_E2E_IMAGE")
 

@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 import yaml
 
+from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, Target, free_port, serving
 from modeldeploy.analysis.prometheus import http_query, measure, measure_canary
 from modeldeploy.api.measurement import Measurement
 from modeldeploy.api.v1alpha1.types import Analysis
 
 from factories import md
-from realstack import BentoServer, BentoStore, Load, Prometheus, Target, free_port, serving
 
 pytestmark = [pytest.mark.bento, pytest.mark.prometheus, pytest.mark.timeout(240)]
 

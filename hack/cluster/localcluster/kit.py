@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from localcluster.controlplane import KWOK_NODE_SELECTOR, KWOK_TOLERATION
+
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modeldeploy-operator"
 OPERATOR_NAMESPACE = "modeldeploy-system"
 RELEASE = "modeldeploy"
@@ -215,8 +217,12 @@ def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
-def sample(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    """A ModelDeployment manifest as a user writes it (image of `bentoml containerize`)."""
+def sample(name: str, namespace: str, *, kwok: bool = True, **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment manifest as a user writes it (image of `bentoml containerize`).
+
+    With kwok (the default), its pods select and tolerate the kwok nodes: they are scheduled onto
+    simulated nodes and never run (the image need not exist). Without, they go to the real node.
+    """
     body: dict[str, Any] = {
         "apiVersion": "modeldeploy.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -228,4 +234,8 @@ def sample(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
         },
     }
     body["spec"].update(spec)
+    if kwok:
+        placement = body["spec"].setdefault("placement", {})
+        placement["tolerations"] = [*placement.get("tolerations", []), dict(KWOK_TOLERATION)]
+        placement["nodeSelector"] = {**placement.get("nodeSelector", {}), **KWOK_NODE_SELECTOR}
     return body
