@@ -30,6 +30,9 @@ from localcluster.kit import (
     wait_for,
 )
 
+# Not .cluster/: `make up` runs an operator there, and two operators must never share objects.
+TEST_CLUSTER_DIR = Path(os.environ.get("MODELDEPLOY_TEST_CLUSTER_DIR") or ROOT / ".cluster-test")
+
 
 def _docker_available() -> str | None:
     """None if a Docker engine answers, else why not."""
@@ -49,8 +52,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if provider == "local":
         from localcluster import LocalCluster
 
-        # Not .cluster/: `make up` runs an operator there, and two operators must never share objects.
-        local = LocalCluster(ROOT / ".cluster-test", real_node=os.environ.get("MODELDEPLOY_REAL_NODE") != "0")
+        local = LocalCluster(TEST_CLUSTER_DIR, real_node=os.environ.get("MODELDEPLOY_REAL_NODE") != "0")
         started_here = not local.is_up()
         info = local.up()
         yield Cluster("local", info.kubeconfig, info.kubectl, info.helm)
@@ -115,7 +117,7 @@ def operator(chart: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """
     work = tmp_path_factory.mktemp("operator")
     kubeconfig = chart.token_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, work / "kubeconfig")
-    logs = ROOT / ".cluster-test" / "logs"
+    logs = TEST_CLUSTER_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     process = Operator(kubeconfig, logs / "operator-tests.log", "--workers", "4", "--resync-seconds", "20")
     process.log.unlink(missing_ok=True)
