@@ -66,8 +66,8 @@ check: setup $(HELM) ## Lint, format check, mypy strict, layer contracts, CRD dr
 ##@ Tests
 
 .PHONY: test
-test: setup system-packages ## Every test tier this machine can run: unit, bento and cluster (e2e is skipped without Docker)
-	$(PYTEST) -m "not e2e"
+test: setup system-packages ## Every test tier: unit, bento, cluster (kwok nodes) and e2e (the real node)
+	$(PYTEST)
 
 .PHONY: test-unit
 test-unit: setup ## Unit tier only: pure functions, schemas, renderers, a real `bentoml serve`
@@ -78,7 +78,7 @@ test-cluster: setup system-packages ## Cluster tier only, on the local control p
 	$(PYTEST) -m cluster
 
 .PHONY: test-e2e
-test-e2e: setup system-packages ## e2e tier on kind (needs Docker) or MODELDEPLOY_CLUSTER=existing with KUBECONFIG
+test-e2e: setup system-packages ## e2e tier only: the local real node (or MODELDEPLOY_CLUSTER=kind|existing)
 	$(PYTEST) -m e2e
 
 .PHONY: bench

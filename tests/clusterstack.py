@@ -1,5 +1,11 @@
 """Fixtures of the cluster and e2e tiers: a real API server from a provider, the chart installed,
-the operator as a real process. Registered as a plugin in tests/conftest.py, so both tiers share them.
+the operator as a real process, the e2e tier's model images. Registered as a plugin in tests/conftest.py,
+so both tiers share them.
+
+On the local provider the e2e tier's images are built from the example bentos (python-base,
+`bentos/build.py`, `modeldeploy image`) into the local cluster's registry; each is built once and
+then found there. Elsewhere (kind, an existing cluster) give them as MODELDEPLOY_E2E_IMAGE (the iris
+bento) and MODELDEPLOY_E2E_IMAGE_V2 (the iris-onnx bento), pushed where the nodes can pull them.
 
 Providers (MODELDEPLOY_CLUSTER):
   local     (default) the control plane built from upstream sources by hack/cluster/, kwok nodes
@@ -15,10 +21,12 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from localcluster import LocalCluster, bentoimages
 from localcluster.kit import (
     CHART,
     OPERATOR_NAMESPACE,
@@ -50,8 +58,6 @@ def _docker_available() -> str | None:
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     provider = os.environ.get("MODELDEPLOY_CLUSTER", "local")
     if provider == "local":
-        from localcluster import LocalCluster
-
         local = LocalCluster(TEST_CLUSTER_DIR, real_node=os.environ.get("MODELDEPLOY_REAL_NODE") != "0")
         started_here = not local.is_up()
         info = local.up()
@@ -148,3 +154,30 @@ def running(operator: Operator) -> Iterator[Operator]:
         operator.start()
     yield operator
     assert operator.alive, f"the operator died:\n{operator.logs()[-3000:]}"
+
+
+# --- the e2e tier: model images ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelImages:
+    v1: str  # iris-classifier (scikit-learn)
+    v2: str  # iris-onnx: the same model converted to ONNX, a new version to roll out
+
+
+@pytest.fixture(scope="session")
+def model_images(cluster: Cluster) -> ModelImages:
+    if cluster.provider != "local":
+        v1, v2 = os.environ.get("MODELDEPLOY_E2E_IMAGE"), os.environ.get("MODELDEPLOY_E2E_IMAGE_V2")
+        if not v1 or not v2:
+            pytest.skip(
+                "e2e elsewhere needs MODELDEPLOY_E2E_IMAGE and MODELDEPLOY_E2E_IMAGE_V2 (tests/clusterstack.py)"
+            )
+        return ModelImages(v1, v2)
+    info = LocalCluster(TEST_CLUSTER_DIR).info()
+    assert info is not None and info.real_node, "the e2e tier runs on the local cluster's real node"
+    builder = info.image_builder()
+    return ModelImages(
+        bentoimages.ensure(builder, "iris-classifier", "v1"),
+        bentoimages.ensure(builder, "iris-onnx", "v1"),
+    )

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, table, wait_for
+from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, table, wait_for, wait_ready
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
 
@@ -18,14 +18,6 @@ def md(cluster: Cluster, namespace: str, name: str = "iris") -> dict[str, Any]:
     found = cluster.get("modeldeployment", name, namespace)
     assert found is not None, f"ModelDeployment {namespace}/{name} is gone"
     return found
-
-
-def ready(cluster: Cluster, namespace: str, name: str = "iris", timeout: float = 90) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        found = md(cluster, namespace, name)
-        return found if condition(found, "Ready").get("status") == "True" else None
-
-    return wait_for(check, timeout=timeout, what=f"{namespace}/{name} Ready")
 
 
 def status_when(cluster: Cluster, namespace: str, what: str, check: Any, timeout: float = 90) -> dict[str, Any]:
@@ -64,7 +56,7 @@ class TestCanaryWalk:
     def test_canary_walks_its_steps_and_is_promoted(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         rollout = {"steps": [{"weight": 25, "pause": "4s"}, {"weight": 50, "pause": "4s"}]}
         cluster.apply(sample("iris", namespace, replicas=4, rollout=rollout))
-        v1 = ready(cluster, namespace)["status"]["stable"]["revision"]
+        v1 = wait_ready(cluster, namespace, "iris")["status"]["stable"]["revision"]
         cluster.apply(sample("iris", namespace, replicas=4, rollout=rollout, bento=V2))
 
         first = status_when(cluster, namespace, "the canary at 25%", lambda s: s.get("canary", {}).get("weight") == 25)
@@ -84,7 +76,7 @@ class TestCanaryWalk:
         final = status_when(
             cluster, namespace, "promotion", lambda s: "canary" not in s and s["stable"]["revision"] == v2
         )
-        ready(cluster, namespace)
+        wait_ready(cluster, namespace, "iris")
         assert final["stable"]["bento"] == "iris-classifier:v2"
         wait_for(lambda: children(cluster, namespace)["deployments"] == ["iris"], timeout=30, what="the canary removed")
         assert cluster.json("get", "deployment", "iris", "-n", namespace)["spec"]["replicas"] == 4
@@ -100,7 +92,7 @@ class TestCanaryWalk:
     ) -> None:
         rollout = {"steps": [{"weight": 50, "pause": "1h"}]}
         cluster.apply(sample("iris", namespace, replicas=2, rollout=rollout))
-        v1 = ready(cluster, namespace)["status"]["stable"]["revision"]
+        v1 = wait_ready(cluster, namespace, "iris")["status"]["stable"]["revision"]
         cluster.apply(sample("iris", namespace, replicas=2, rollout=rollout, bento=V2))
         status_when(cluster, namespace, "the canary at 50%", lambda s: s.get("canary", {}).get("weight") == 50)
 
@@ -125,7 +117,7 @@ class TestCanaryWalk:
     def test_promote_now_skips_the_remaining_steps(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         rollout = {"steps": [{"weight": 10, "pause": "1h"}, {"weight": 60, "pause": "1h"}]}
         cluster.apply(sample("iris", namespace, rollout=rollout))
-        ready(cluster, namespace)
+        wait_ready(cluster, namespace, "iris")
         cluster.apply(sample("iris", namespace, rollout=rollout, bento=V2))
         canary = status_when(cluster, namespace, "a canary", lambda s: s.get("canary", {}).get("stepReadyAt"))["canary"]
         assert modeldeploy_cli(cluster, "promote", "iris", "-n", namespace).returncode == 0
@@ -142,7 +134,7 @@ class TestCanaryWalk:
     def test_pause_in_the_spec_holds_the_canary(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         steps = [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}]
         cluster.apply(sample("iris", namespace, replicas=4, rollout={"steps": steps}))
-        ready(cluster, namespace)
+        wait_ready(cluster, namespace, "iris")
         cluster.apply(sample("iris", namespace, replicas=4, rollout={"steps": steps, "paused": True}, bento=V2))
         status_when(cluster, namespace, "a paused canary", lambda s: s.get("canary", {}).get("paused") is True)
         time.sleep(6)
@@ -160,7 +152,7 @@ class TestOperatorRestart:
     ) -> None:
         rollout = {"steps": [{"weight": 25, "pause": "6s"}, {"weight": 50, "pause": "6s"}]}
         cluster.apply(sample("iris", namespace, replicas=4, rollout=rollout))
-        ready(cluster, namespace)
+        wait_ready(cluster, namespace, "iris")
         cluster.apply(sample("iris", namespace, replicas=4, rollout=rollout, bento=V2))
         at_step = status_when(
             cluster, namespace, "the canary at step 1", lambda s: s.get("canary", {}).get("stepReadyAt")
@@ -232,7 +224,7 @@ class TestGatewayAPI:
         cluster = gateway_api
         rollout = {**self.gateway, "steps": [{"weight": 10, "pause": "4s"}, {"weight": 40, "pause": "4s"}]}
         cluster.apply(sample("iris", namespace, replicas=2, rollout=rollout))
-        ready(cluster, namespace, timeout=60)
+        wait_ready(cluster, namespace, "iris", timeout=60)
         route = cluster.json("get", "httproute", "iris", "-n", namespace)
         assert route["spec"]["hostnames"] == ["iris.example.com"]
         assert route["spec"]["rules"][0]["backendRefs"] == [
@@ -268,7 +260,7 @@ class TestGatewayAPI:
     ) -> None:
         cluster = gateway_api
         cluster.apply(sample("iris", namespace, rollout=self.gateway))
-        ready(cluster, namespace, timeout=60)
+        wait_ready(cluster, namespace, "iris", timeout=60)
         assert cluster.get("httproute", "iris", namespace) is not None
         foreign = {
             "apiVersion": "gateway.networking.k8s.io/v1",
@@ -279,7 +271,7 @@ class TestGatewayAPI:
         cluster.apply(foreign)
         cluster.apply(sample("iris", namespace, rollout={"trafficRouting": "Replicas"}))
         wait_for(lambda: cluster.get("httproute", "iris", namespace) is None, timeout=60, what="the route removed")
-        ready(cluster, namespace)
+        wait_ready(cluster, namespace, "iris")
         assert cluster.json("get", "service", "iris", "-n", namespace)["spec"]["selector"] == {
             "modeldeploy.dev/name": "iris"
         }

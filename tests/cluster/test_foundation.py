@@ -6,15 +6,7 @@ from typing import Any
 
 import pytest
 
-from localcluster.kit import Cluster, Operator, condition, sample, table, wait_for
-
-
-def ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        md = cluster.get("modeldeployment", name, namespace)
-        return md if md and condition(md, "Ready").get("status") == "True" else None
-
-    return wait_for(check, timeout=timeout, what=f"ModelDeployment {namespace}/{name} Ready")
+from localcluster.kit import Cluster, Operator, condition, sample, table, wait_for, wait_ready
 
 
 class TestInstall:
@@ -51,7 +43,7 @@ class TestServing:
             autoscaling={"minReplicas": 2, "maxReplicas": 4, "metrics": [{"type": "cpu", "target": 70}]},
         )
         cluster.apply(spec)
-        md = ready(cluster, namespace, "iris")
+        md = wait_ready(cluster, namespace, "iris")
         uid = md["metadata"]["uid"]
         for kind in ("deployment", "service", "horizontalpodautoscaler"):
             child = cluster.json("get", kind, "iris", "-n", namespace)
@@ -95,7 +87,7 @@ class TestServing:
         self, cluster: Cluster, running: Operator, namespace: str
     ) -> None:
         cluster.apply(sample("iris", namespace, rollout={"strategy": "Rolling"}))
-        first = ready(cluster, namespace, "iris")
+        first = wait_ready(cluster, namespace, "iris")
         first_revision = first["status"]["stable"]["revision"]
         cluster.apply(
             sample(
@@ -130,7 +122,7 @@ class TestServing:
         self, cluster: Cluster, running: Operator, namespace: str
     ) -> None:
         cluster.apply(sample("iris", namespace))
-        before = ready(cluster, namespace, "iris")["status"]["stable"]["revision"]
+        before = wait_ready(cluster, namespace, "iris")["status"]["stable"]["revision"]
         cluster.kubectl("scale", "md", "iris", "-n", namespace, "--replicas=3")
         md = wait_for(
             lambda: (
@@ -144,7 +136,7 @@ class TestServing:
 
     def test_hand_edits_of_a_deployment_are_undone(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         cluster.apply(sample("iris", namespace))
-        ready(cluster, namespace, "iris")
+        wait_ready(cluster, namespace, "iris")
         cluster.kubectl("scale", "deployment", "iris", "-n", namespace, "--replicas=5")
         cluster.kubectl("set", "env", "deployment/iris", "-n", namespace, "-c", "bento", "BENTOML_DO_NOT_TRACK=0")
 
@@ -165,7 +157,7 @@ class TestServing:
                 autoscaling={"maxReplicas": 3},
             )
         )
-        ready(cluster, namespace, "iris")
+        wait_ready(cluster, namespace, "iris")
         cluster.kubectl("delete", "md", "iris", "-n", namespace, "--wait=true", "--timeout=60s")
 
         def gone() -> bool:
@@ -185,7 +177,7 @@ class TestServing:
         refused = cluster.kubectl("run", "privileged", "-n", namespace, "--image=busybox", "--privileged", check=False)
         assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
         cluster.apply(sample("iris", namespace))
-        md = ready(cluster, namespace, "iris")
+        md = wait_ready(cluster, namespace, "iris")
         assert md["status"]["readyReplicas"] == 2
         rs_events = cluster.kubectl("get", "events", "-n", namespace).stdout
         assert "violates PodSecurity" not in rs_events
@@ -267,7 +259,7 @@ class TestUnsatisfiable:
 
     def test_gpu_pods_land_on_gpu_nodes(self, cluster: Cluster, running: Operator, namespace: str) -> None:
         cluster.apply(sample("gpu", namespace, replicas=1, resources={"requests": {"cpu": "1"}, "gpu": {"count": 1}}))
-        ready(cluster, namespace, "gpu")
+        wait_ready(cluster, namespace, "gpu")
         pod = cluster.json("get", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=gpu")["items"][0]
         node = cluster.json("get", "node", pod["spec"]["nodeName"])
         assert int(node["status"]["allocatable"].get("nvidia.com/gpu", "0")) >= 1
@@ -293,4 +285,4 @@ class TestUnsatisfiable:
         )
         assert cluster.get("deployment", "creds", namespace) is None, "nothing is deployed that cannot start"
         cluster.kubectl("create", "secret", "generic", "model-token", "-n", namespace, "--from-literal=token=s3cret")
-        ready(cluster, namespace, "creds", timeout=90)
+        wait_ready(cluster, namespace, "creds", timeout=90)

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,34 @@ class Operator:
         """Unexpected exceptions in the log (a reconcile that failed for a reason nobody planned)."""
         text = self.logs()
         return [chunk[:2000] for chunk in text.split("Traceback (most recent call last)")[1:]]
+
+
+def service_url(cluster: Cluster, name: str, namespace: str) -> str:
+    """http://<ClusterIP>:<port> of a Service: reachable from this host through kube-proxy."""
+    service = cluster.json("get", "service", name, "-n", namespace)
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+
+def post_json(url: str, body: object, timeout: float = 30.0) -> tuple[int, Any]:
+    """POST JSON, return (status, decoded answer); an HTTP error status is returned, not raised."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    """The ModelDeployment once its Ready condition is True."""
+
+    def check() -> dict[str, Any] | None:
+        md = cluster.get("modeldeployment", name, namespace)
+        return md if md and condition(md, "Ready").get("status") == "True" else None
+
+    return wait_for(check, timeout=timeout, what=f"ModelDeployment {namespace}/{name} Ready")
 
 
 def table(text: str) -> list[dict[str, str]]:
