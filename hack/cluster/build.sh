@@ -15,7 +15,7 @@
 # kube-scheduler, kubectl, and the node's kubelet and kube-proxy), etcd, kwok,
 # helm, gateway-api (CRD YAML only), and for the real node: containerd
 # (containerd, containerd-shim-runc-v2, ctr), runc, crictl, registry (distribution),
-# coredns (cluster DNS).
+# coredns (cluster DNS), minio (the S3 store of the model-store tests).
 #
 # Environment:
 #   MODELDEPLOY_CACHE        cache root (default ~/.cache/modeldeploy)
@@ -45,7 +45,7 @@ export CGO_ENABLED=0
 # touching the user's own Go build cache (see cleanup at the end of main).
 export GOCACHE="$CACHE/go-build"
 
-ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns)
+ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio)
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -320,6 +320,13 @@ build_coredns() {
         "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 }
 
+# An S3-compatible object store for the model-store tests (bento archives fetched from s3://).
+# MinIO publishes no module versions, only this pseudo-version (what @latest resolves to).
+build_minio() {
+    go_install minio "$MINIO_VERSION" github.com/minio/minio \
+        "-s -w -X github.com/minio/minio/cmd.Version=$MINIO_VERSION -X github.com/minio/minio/cmd.ReleaseTag=$MINIO_VERSION"
+}
+
 build_helm() {
     go_install helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
         "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
@@ -368,6 +375,7 @@ list() {
     echo "$BIN/runc-$RUNC_VERSION"
     echo "$BIN/crictl-$CRI_TOOLS_VERSION"
     echo "$BIN/coredns-$COREDNS_VERSION"
+    echo "$BIN/minio-$MINIO_VERSION"
     echo "$BIN/registry-$DISTRIBUTION_VERSION"
 }
 
@@ -381,7 +389,7 @@ main() {
     for arg in "$@"; do
         case "$arg" in
             --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
-            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns) components+=("$arg") ;;
+            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio) components+=("$arg") ;;
             all) components+=("${ALL_COMPONENTS[@]}") ;;
             *) die "unknown component '$arg' (${ALL_COMPONENTS[*]}, all)" ;;
         esac
@@ -409,6 +417,7 @@ main() {
             runc) build_runc ;;
             crictl) build_crictl ;;
             coredns) build_coredns ;;
+            minio) build_minio ;;
             registry) build_registry ;;
         esac
     done

@@ -20,7 +20,7 @@ from pathlib import Path
 from localcluster.images import Builder
 from localcluster.node import REGISTRY_HOST
 from localcluster.process import ClusterError
-from localcluster.versions import REPO_ROOT
+from localcluster.versions import REPO_ROOT, cache_dir
 
 BENTOS = REPO_ROOT / "bentos"
 SOURCE_LABEL = "dev.modeldeploy.source-digest"
@@ -30,15 +30,13 @@ def image_name(bento: str, version: str) -> str:
     return f"{REGISTRY_HOST}/{bento}:{version}"
 
 
-def source_digest(bento: str, base_image: str, extra: Mapping[str, str] | None = None) -> str:
+def source_digest(bento: str, base_image: str) -> str:
     h = hashlib.sha256(base_image.encode())
     files = [BENTOS / "build.py", REPO_ROOT / "requirements" / "lock.txt"]
     for folder in (BENTOS / bento, BENTOS / "common"):
         files += sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     for path in files:
         h.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
-    for key, value in sorted((extra or {}).items()):
-        h.update(f"{key}={value}".encode())
     return h.hexdigest()[:16]
 
 
@@ -55,30 +53,43 @@ def ensure(
     version: str = "v1",
     *,
     python: str | None = None,
-    export_dir: Path | None = None,
 ) -> str:
-    """The bento's image in the local registry (built unless current); with export_dir, the bento
-    archive (`bentoml export`, <bento>-<version>.bento) is written there too."""
+    """The bento's image in the local registry, built unless it is current."""
     python = python or python_for_bentos()
     name = image_name(bento, version)
     base = builder.python_base()
     digest = source_digest(bento, base)
-    archive = export_dir / f"{bento}-{version}.bento" if export_dir else None
-    if builder.labels(name).get(SOURCE_LABEL) == digest and (archive is None or archive.exists()):
+    if builder.labels(name).get(SOURCE_LABEL) == digest:
         return name
     builder.log(f"building bento {bento}:{version} and its image {name}")
     with tempfile.TemporaryDirectory(prefix="bentoml-home-") as home:
         env = {**builder.env(), "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
         build = [python, str(BENTOS / "build.py"), "--bento", bento, "--version", version, "--base-image", base]
-        if export_dir is not None:
-            export_dir.mkdir(parents=True, exist_ok=True)
-            build += ["--export", str(export_dir)]
         tag = _run(build, env, f"bentos/build.py --bento {bento}")
         image = [python, "-m", "modeldeploy.cli", "image", tag, "-t", name]
         image += ["--push", builder.push_destination(name), "--no-tls-verify", f"--label={SOURCE_LABEL}={digest}"]
         image += [f"--build-volume={v}" for v in builder.build_volumes()]
         _run(image, env, f"modeldeploy image {tag}")
     return name
+
+
+def archive(
+    builder: Builder, bento: str = "iris-classifier", version: str = "v1", *, python: str | None = None
+) -> Path:
+    """The bento exported by `bentoml export` (<bento>-<version>.bento), as a model store holds it;
+    kept in the cache under the digest of its sources, built when missing."""
+    digest = source_digest(bento, builder.python_base())
+    path = cache_dir() / "bento-archives" / digest / f"{bento}-{version}.bento"
+    if path.exists():
+        return path
+    builder.log(f"building and exporting bento {bento}:{version}")
+    with tempfile.TemporaryDirectory(prefix="bentoml-home-") as home, tempfile.TemporaryDirectory() as out:
+        env = {**builder.env(), "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true"}
+        build = [python or python_for_bentos(), str(BENTOS / "build.py"), "--bento", bento, "--version", version]
+        _run([*build, "--base-image", builder.python_base(), "--export", out], env, f"bentos/build.py --bento {bento}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (Path(out) / path.name).replace(path)
+    return path
 
 
 def python_for_bentos() -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from localcluster import registry
 from localcluster.node import PAUSE_IMAGE, REGISTRY_HOST
 from localcluster.process import ClusterError
-from localcluster.versions import REPO_ROOT, cache_dir
+from localcluster.versions import REPO_ROOT, cache_dir, ensure_binaries, load_versions
 
 HERE = Path(__file__).resolve().parent
 DEBIAN_SUITE = "bookworm"
@@ -242,6 +242,33 @@ class Builder:
             "-f", str(REPO_ROOT / "Dockerfile"), "-t", image, str(REPO_ROOT),
         )  # fmt: skip
         self.push(image)
+
+    def minio(self) -> str:
+        """MinIO's static binary alone in an image (the model-store tests' S3 server)."""
+        version = load_versions()["MINIO_VERSION"]
+        return self.ensure(f"{REGISTRY_HOST}/modeldeploy/minio:{_digest(version)}", self._build_minio, "minio")
+
+    def _build_minio(self, image: str) -> None:
+        binary = ensure_binaries(("minio",))["minio"]
+        ctr = self.run("buildah", "from", "--quiet", "scratch")
+        self.run("buildah", "copy", "--quiet", "--chmod=0755", ctr, str(binary), "/minio")
+        self.commit(ctr, image, ["--entrypoint", '["/minio"]', "--user", "1000:1000", "--env=HOME=/data"])
+
+    def runtime_trusting(self, ca_certificate: Path) -> str:
+        """The bento runtime image, also trusting CA_CERTIFICATE (a store's private CA)."""
+        base = self.runtime()
+        pem = ca_certificate.read_bytes()
+        image = f"{REGISTRY_HOST}/modeldeploy/bento-runtime-private-ca:{_digest(base, pem)}"
+
+        def build(image: str) -> None:
+            ctr = self.run("buildah", "from", "--quiet", "--tls-verify=false", base)
+            self.run(
+                "buildah", "copy", "--quiet", ctr, str(ca_certificate), "/usr/local/share/ca-certificates/store.crt"
+            )
+            self.run("buildah", "run", "--user=0:0", ctr, "--", "update-ca-certificates")
+            self.commit(ctr, image, ["--user=1034:1034"])
+
+        return self.ensure(image, build, "bento runtime trusting a private CA")
 
     def labels(self, image: str) -> Mapping[str, str]:
         """The image's labels, read from the registry (empty when it is not there)."""

@@ -125,3 +125,24 @@ contexts:
     user: {user}
 current-context: modeldeploy-local
 """
+
+
+def private_ca(directory: Path, name: str = "store-ca") -> Path:
+    """A CA of this machine's own (kept in DIRECTORY, made once): for test servers that must be
+    reached over https, such as the model-store tests' https store. Returns the certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / f"{name}.crt").exists():
+        ca_ext = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"]
+        issue_cert(directory, name, f"/CN=modeldeploy-local-{name}", ca_ext, ca=None)
+    return directory / f"{name}.crt"
+
+
+def server_certificate(ca_certificate: Path, out: Path, dns_names: Sequence[str]) -> tuple[Path, Path]:
+    """A serving certificate for DNS_NAMES signed by the CA next to CA_CERTIFICATE: (cert, key)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ca = ca_certificate.stem
+    for suffix in ("crt", "key"):
+        shutil.copyfile(ca_certificate.with_suffix(f".{suffix}"), out / f"{ca}.{suffix}")
+    issue_cert(out, "server", f"/CN={dns_names[0]}", server_extensions([f"DNS:{n}" for n in dns_names]), ca=ca)
+    (out / f"{ca}.key").unlink()
+    return out / "server.crt", out / "server.key"

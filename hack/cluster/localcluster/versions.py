@@ -49,6 +49,7 @@ COMPONENT_BINARIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "crictl": ("CRI_TOOLS_VERSION", ("crictl",)),
     "registry": ("DISTRIBUTION_VERSION", ("registry",)),
     "coredns": ("COREDNS_VERSION", ("coredns",)),
+    "minio": ("MINIO_VERSION", ("minio",)),
 }
 CONTROL_PLANE_COMPONENTS = ("kubernetes", "etcd", "kwok", "helm")
 NODE_COMPONENTS = ("containerd", "runc", "crictl", "registry", "coredns")
