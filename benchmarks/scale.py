@@ -149,8 +149,8 @@ def cluster_floor(bench: Bench, client: Client, count: int, namespaces: int = 10
     from 8 threads, and times until every Deployment has its pod Ready.
     """
     from modeldeploy.api.v1alpha1 import ModelDeployment
-    from modeldeploy.render import render_children
-    from modeldeploy.rollout.observed import Observed
+    from modeldeploy.k8s.children import render_children
+    from modeldeploy.model.observed import Observed
     from modeldeploy.rollout.plan import plan
 
     names = [f"floor-{i}" for i in range(namespaces)]

@@ -41,8 +41,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print what the operator creates for a ModelDeployment that is deployed for the first time."""
     from datetime import UTC, datetime
 
-    from modeldeploy.render import render_children
-    from modeldeploy.rollout.observed import Observed
+    from modeldeploy.k8s.children import render_children
+    from modeldeploy.model.observed import Observed
     from modeldeploy.rollout.plan import PlanConfig, plan
 
     try:
@@ -145,13 +145,13 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from modeldeploy.api.v1alpha1.types import PROMOTE_ANNOTATION
+    from modeldeploy.api.v1alpha1 import PROMOTE_ANNOTATION
 
     return _control(args, PROMOTE_ANNOTATION, "promotion")
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    from modeldeploy.api.v1alpha1.types import ABORT_ANNOTATION
+    from modeldeploy.api.v1alpha1 import ABORT_ANNOTATION
 
     return _control(args, ABORT_ANNOTATION, "abort")
 

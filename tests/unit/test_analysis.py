@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from modeldeploy.analysis.prometheus import QueryError, measure, queries
-from modeldeploy.api.v1alpha1.types import Analysis
+from modeldeploy.api.v1alpha1 import Analysis
 
 from factories import md
 

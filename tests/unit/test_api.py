@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from modeldeploy.api.duration import format_duration, parse_duration
+from modeldeploy.api.duration import Duration, format_duration, parse_duration
 from modeldeploy.api.errors import describe
-from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.api.v1alpha1.revision import template_of
+from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
+from modeldeploy.model.revision import template_of
 
 from factories import IMAGE_V1, IMAGE_V2, md, md_body
 
@@ -30,7 +32,7 @@ class TestDefaults:
         assert [s.weight for s in spec.rollout.steps] == [10, 50]
         assert spec.rollout.traffic_routing == "Replicas"
         assert spec.service.port == 3000
-        assert spec.startup_timeout == "10m"
+        assert spec.startup_timeout == Duration("10m")
         assert model.namespace == "default"
 
     def test_wire_form_is_camel_case_without_unset_fields(self) -> None:
@@ -192,3 +194,43 @@ class TestDurations:
     def test_format_round_trips(self) -> None:
         assert format_duration(parse_duration("1h2m3s")) == "1h2m3s"
         assert format_duration(parse_duration("0s")) == "0s"
+
+    def test_a_duration_is_a_timedelta_that_keeps_its_text(self) -> None:
+        model = md(startupTimeout="90s", rollout={"steps": [{"weight": 10, "pause": "1h30m"}]})
+        assert model.spec.startup_timeout == timedelta(seconds=90)
+        assert model.spec.wire()["startupTimeout"] == "90s", "never rewritten as 1m30s"
+        assert f"{model.spec.rollout.steps[0].pause}" == "1h30m"
+        assert datetime(2026, 1, 1, tzinfo=UTC) + model.spec.startup_timeout == datetime(
+            2026, 1, 1, 0, 1, 30, tzinfo=UTC
+        )
+        assert copy.deepcopy(model).spec.startup_timeout.text == "90s"
+
+
+class TestTypedStatusAndMetadata:
+    def test_timestamps_are_aware_and_written_in_utc_with_whole_seconds(self) -> None:
+        status = ModelDeploymentStatus.model_validate(
+            {"failed": {"revision": "r", "bento": "b", "reason": "x", "at": "2026-11-24T13:00:00.75+01:00"}}
+        )
+        assert status.failed is not None and status.failed.at == datetime(2026, 11, 24, 12, 0, 0, 750000, tzinfo=UTC)
+        assert status.wire()["failed"]["at"] == "2026-11-24T12:00:00Z"
+
+    def test_a_timestamp_without_a_zone_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="timezone"):
+            ModelDeploymentStatus.model_validate(
+                {
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "reason": "R", "lastTransitionTime": "2026-11-24T12:00:00"}
+                    ]
+                }
+            )
+
+    def test_metadata_is_typed_and_ignores_what_the_operator_does_not_read(self) -> None:
+        body = md_body()
+        body["metadata"] |= {
+            "annotations": {"a": "b"},
+            "managedFields": [{"manager": "kubectl"}],
+            "resourceVersion": "7",
+        }
+        meta = ModelDeployment.model_validate(body).metadata
+        assert (meta.name, meta.namespace, meta.uid, meta.generation) == ("iris", "ml", "0b7c-uid", 1)
+        assert (meta.annotations, meta.resource_version) == ({"a": "b"}, "7")

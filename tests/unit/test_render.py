@@ -9,12 +9,12 @@ import kubernetes_validate
 import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.api.v1alpha1.revision import RevisionPlan, template_of
-from modeldeploy.render import RenderConfig, render_children
+from modeldeploy.k8s.children import render_children
+from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.render.autoscaler import render_hpa
 from modeldeploy.render.deployment import render_deployment
-from modeldeploy.render.route import render_route
 from modeldeploy.render.service import render_service
+from modeldeploy.routing.gateway import render_route
 
 from factories import IMAGE_V1, md
 
@@ -330,7 +330,7 @@ class TestRenderChildren:
 
     def test_no_route_when_the_cluster_lacks_gateway_api(self) -> None:
         model = md(rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}})
-        kinds = [o["kind"] for o in render_children(model, stable(model), None, config=RenderConfig(gateway_api=False))]
+        kinds = [o["kind"] for o in render_children(model, stable(model), None, unserved=frozenset({"HTTPRoute"}))]
         assert "HTTPRoute" not in kinds
 
     def test_output_is_plain_yaml(self) -> None:

@@ -16,11 +16,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modeldeploy.api.measurement import Measurement
-from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.api.v1alpha1.revision import RevisionPlan, template_of
-from modeldeploy.api.v1alpha1.types import CheckResult
-from modeldeploy.rollout.observed import DeploymentState, Observed, PodProblem
+from modeldeploy.api.v1alpha1 import CheckResult, ModelDeployment
+from modeldeploy.model.measurement import Measurement
+from modeldeploy.model.observed import DeploymentState, Observed, PodProblem
+from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.rollout.plan import Plan, analysis_due, plan
 
 from factories import IMAGE_V2, md_body
@@ -79,7 +78,7 @@ class World:
             canary=self.deployments.get("iris-canary"),
             pod_problems=self.problems,
             missing_references=self.missing,
-            gateway_api=self.gateway_api,
+            unserved=frozenset() if self.gateway_api else frozenset({"HTTPRoute"}),
         )
 
     def reconcile(self) -> Plan:
@@ -296,6 +295,84 @@ class TestCanaryWalk:
         assert w.status["stable"]["revision"] == revision_of(bento={"image": IMAGE_V2}, rollout={"strategy": "Rolling"})
         assert "RollingUpdate" in w.reasons()
         assert w.status["phase"] == "Ready"
+
+
+class TestStepsEditedMidCanary:
+    """The documented rule: any edit of spec.rollout.steps during a canary restarts its walk at the first new step."""
+
+    old_steps: ClassVar[list[dict[str, Any]]] = [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]
+    new_steps: ClassVar[list[dict[str, Any]]] = [
+        {"weight": 20, "pause": "1m"},
+        {"weight": 40, "pause": "1m"},
+        {"weight": 60, "pause": "1m"},
+    ]
+
+    def at_second_step(self) -> World:
+        w = world(replicas=10, rollout={"steps": self.old_steps})
+        w.set_spec(replicas=10, bento={"image": IMAGE_V2}, rollout={"steps": self.old_steps})
+        w.settle()
+        w.settle(61)
+        assert w.status["canary"]["step"] == 1
+        return w
+
+    def test_the_walk_restarts_at_the_first_new_step(self) -> None:
+        w = self.at_second_step()
+        w.set_spec(replicas=10, bento={"image": IMAGE_V2}, rollout={"steps": self.new_steps})
+        result = w.settle()
+        canary = w.status["canary"]
+        assert (canary["step"], canary["stepWeight"]) == (0, 20)
+        assert result.canary is not None and result.canary.replicas == 2
+        assert "StepsChanged" in w.reasons()
+        assert "at step 1/3 (20% of traffic)" in dict(w.events)["StepsChanged"]
+        for _ in range(3):
+            w.settle(61)
+        assert "canary" not in w.status, "promoted after the three new steps"
+        assert w.reasons().count("StepAdvanced") == 1 + 2
+
+    def test_unchanged_steps_never_restart_the_walk(self) -> None:
+        w = self.at_second_step()
+        w.set_spec(replicas=10, bento={"image": IMAGE_V2}, rollout={"steps": self.old_steps, "paused": True})
+        w.settle()
+        assert w.status["canary"]["step"] == 1
+        assert "StepsChanged" not in w.reasons()
+
+    def test_a_canary_recorded_without_a_steps_hash_adopts_the_current_steps(self) -> None:
+        w = self.at_second_step()
+        del w.body["status"]["canary"]["stepsHash"]  # as an operator before the hash wrote it
+        w.settle()
+        assert w.status["canary"]["step"] == 1
+        assert w.status["canary"]["stepsHash"]
+        assert "StepsChanged" not in w.reasons()
+
+
+class TestUnreadableStoredTemplate:
+    def test_the_rollout_stops_with_a_reason_and_the_children_are_left_alone(self) -> None:
+        w = world()
+        w.body["status"]["stable"]["template"]["resources"] = {"requests": {"cpu": "lots"}}
+        w.set_spec(bento={"image": IMAGE_V2})
+        result = w.reconcile()
+        assert result.leave_children
+        assert result.stable is None and result.canary is None
+        degraded = w.condition("Degraded")
+        assert degraded["reason"] == "UnreadableTemplate"
+        assert "status.stable.template" in degraded["message"]
+        assert "'lots' is not a Kubernetes quantity" in degraded["message"]
+        assert w.condition("Ready")["status"] == "False"
+        assert w.status["phase"] == "Degraded", "the stable pods still serve"
+        assert "canary" not in w.status
+        assert w.status["stable"]["revision"] == revision_of()
+
+    def test_an_unreadable_canary_template_holds_the_canary_where_it_is(self) -> None:
+        w = world()
+        w.set_spec(bento={"image": IMAGE_V2})
+        w.settle()
+        step_started = w.status["canary"]["stepStartedAt"]
+        w.body["status"]["canary"]["template"] = {"bento": "not an object"}
+        w.settle(600)
+        assert w.last is not None and w.last.leave_children
+        assert w.status["canary"]["state"] == "Progressing"
+        assert w.status["canary"]["stepStartedAt"] == step_started
+        assert w.condition("Degraded")["reason"] == "UnreadableTemplate"
 
 
 class TestAnalysis:

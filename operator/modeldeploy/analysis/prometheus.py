@@ -20,10 +20,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from modeldeploy.api.duration import parse_duration
-from modeldeploy.api.measurement import Measurement
-from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.api.v1alpha1.types import Analysis, CheckResult
+from modeldeploy.api.v1alpha1 import Analysis, CheckResult, ModelDeployment
+from modeldeploy.model.measurement import Measurement
 
 REQUESTS = "bentoml_service_request_total"
 DURATION_BUCKETS = "bentoml_service_request_duration_seconds_bucket"
@@ -69,7 +67,7 @@ def selector(analysis: Analysis, namespace: str, revision: str, extra: str = "")
 
 
 def queries(analysis: Analysis, namespace: str, revision: str) -> dict[str, str]:
-    window = f"{max(1, round(parse_duration(analysis.interval).total_seconds()))}s"
+    window = f"{max(1, round(analysis.interval.total_seconds()))}s"
     every = selector(analysis, namespace, revision)
     errors = selector(analysis, namespace, revision, 'http_response_code=~"5.."')
     return {
@@ -118,7 +116,7 @@ def measure(analysis: Analysis, namespace: str, revision: str, query: Query) -> 
     if not passed:
         failures.append(f"error rate {rate:.2%} above maxErrorRate {analysis.max_error_rate:.2%}")
     if analysis.max_latency_p99 is not None:
-        limit = parse_duration(analysis.max_latency_p99).total_seconds()
+        limit = analysis.max_latency_p99.total_seconds()
         if latency is None or math.isnan(latency):
             checks.append(
                 CheckResult(

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from modeldeploy.api.v1alpha1.types import GROUP, KIND, PLURAL, VERSION, ModelDeployment
+from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION, ModelDeployment
 
 SHORT_NAMES = ["md"]
 CATEGORIES = ["modeldeploy"]

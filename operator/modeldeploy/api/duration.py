@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 # The subset of Go's time.ParseDuration that CEL's duration() also accepts.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -26,3 +30,40 @@ def format_duration(delta: timedelta) -> str:
     minutes, seconds = divmod(rest, 60)
     out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
     return out + (f"{seconds}s" if seconds or not out else "")
+
+
+class Duration(timedelta):
+    """A timedelta that keeps the text it was written as.
+
+    The text is what the API stores and what a person wrote ("90s" stays "90s", never
+    "1m30s"), so a spec serializes as it was read and its revision hash does not move.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> Duration:
+        delta = parse_duration(text)
+        self = super().__new__(cls, delta.days, delta.seconds, delta.microseconds)
+        self.text = text
+        return self
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Duration({self.text!r})"
+
+    def __reduce__(self) -> tuple[type[Duration], tuple[str]]:
+        return (Duration, (self.text,))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        # A string with the pattern on the wire (and in the CRD schema); a Duration passed in Python is
+        # checked the same way, so there is one validation and one error message.
+        from_text = core_schema.no_info_after_validator_function(cls, core_schema.str_schema(pattern=DURATION_PATTERN))
+        return core_schema.no_info_before_validator_function(
+            lambda value: value.text if isinstance(value, Duration) else value,
+            from_text,
+            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
+        )

@@ -24,24 +24,16 @@ from typing import Any
 import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.api.v1alpha1.revision import NAME_LABEL
 from modeldeploy.handlers.queue import WorkQueue, executor
-from modeldeploy.handlers.reconciler import APPLIED_ANNOTATION, Child, Reconciler
-from modeldeploy.render.meta import MANAGED_BY, MANAGER
-from modeldeploy.rollout.observed import DeploymentState
+from modeldeploy.handlers.reconciler import Reconciler
+from modeldeploy.k8s.children import WATCHED, Child, ChildKind, read_child
+from modeldeploy.model.meta import MANAGED_BY, MANAGER, NAME_LABEL
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
-# (group, version, plural, kind) of the child kinds watched and indexed by owner. HTTPRoutes are not
-# watched: their CRDs may come and go (kopf's watch of a resource whose CRD is deleted can end the
-# whole operator), and nothing in a route's status feeds ours; the reconciler removes a route itself.
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments", "Deployment"),
-    ("", "v1", "services", "Service"),
-    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-)
+# Children are watched by label: a watch of every Deployment in a big cluster would cost memory for all.
 OWNED: dict[str, Any] = {MANAGED_BY: MANAGER, NAME_LABEL: kopf.PRESENT}
 
 
@@ -67,29 +59,9 @@ def _index_id(plural: str) -> str:
     return f"owned_{plural}"
 
 
-def _child_index(api_version: str, kind: str) -> Any:
-    def index(
-        *,
-        namespace: str | None,
-        name: str,
-        uid: str,
-        labels: Mapping[str, str],
-        annotations: Mapping[str, str],
-        meta: kopf.Meta,
-        body: kopf.Body,
-        **_: Any,
-    ) -> Any:
-        state = DeploymentState.from_object(body) if kind == "Deployment" else None
-        child = Child(
-            api_version,
-            kind,
-            name,
-            uid,
-            state,
-            applied=annotations.get(APPLIED_ANNOTATION),
-            generation=meta.get("generation"),
-        )
-        return {(namespace or "", labels[NAME_LABEL]): child}
+def _child_index(kind: ChildKind) -> Any:
+    def index(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        return {(namespace or "", labels[NAME_LABEL]): read_child(kind, body)}
 
     return index
 
@@ -100,10 +72,11 @@ def _queue_owner(*, namespace: str | None, labels: Mapping[str, str], memo: Any,
         runtime.queue.add((namespace or "", labels[NAME_LABEL]))
 
 
-for _group, _version, _plural, _kind in CHILD_RESOURCES:
-    _api_version = f"{_group}/{_version}" if _group else _version
-    kopf.index(_group, _version, _plural, labels=OWNED, id=_index_id(_plural))(_child_index(_api_version, _kind))
-    kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"queue_owner_of_{_plural}")(_queue_owner)
+for _kind in WATCHED:
+    kopf.index(_kind.group, _kind.version, _kind.plural, labels=OWNED, id=_index_id(_kind.plural))(_child_index(_kind))
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=OWNED, id=f"queue_owner_of_{_kind.plural}")(
+        _queue_owner
+    )
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -154,7 +127,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     )
     settings.posting.level = logging.WARNING
     ours: Settings = memo["settings"]
-    indices = {_index_id(plural): kwargs[_index_id(plural)] for _, _, plural, _ in CHILD_RESOURCES}
+    indices = {_index_id(kind.plural): kwargs[_index_id(kind.plural)] for kind in WATCHED}
     indices["modeldeployments"] = kwargs["modeldeployments"]
     pool = executor(ours.workers)
     loop = asyncio.get_running_loop()
@@ -195,8 +168,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 def _children_of(indices: Mapping[str, Any], key: Key) -> dict[tuple[str, str], Child]:
     out: dict[tuple[str, str], Child] = {}
-    for _, _, plural, _ in CHILD_RESOURCES:
-        for child in indices[_index_id(plural)].get(key, ()):
+    for kind in WATCHED:
+        for child in indices[_index_id(kind.plural)].get(key, ()):
             out[(child.kind, child.name)] = child
     return out
 

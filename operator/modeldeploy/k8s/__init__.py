@@ -1,1 +1,2 @@
-"""The one layer that talks to the Kubernetes API."""
+"""The shell's side of the API: the client (the only code that talks to the API server), the table of child
+kinds, and the reading of raw objects into the model."""

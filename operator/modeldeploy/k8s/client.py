@@ -2,7 +2,7 @@
 
 A small generic client over the `kubernetes` package's transport: objects are plain
 dicts, children are written with server-side apply under one field manager, the
-ModelDeployment's status with a JSON merge patch computed from what changed.
+ModelDeployment's status is replaced whole, conditional on the resourceVersion read.
 """
 
 from __future__ import annotations
@@ -19,24 +19,21 @@ from urllib.parse import quote, urlencode
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, PLURAL
+from modeldeploy.k8s.children import CHILD_KINDS
+
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "modeldeploy"
 
-# apiVersion, kind -> plural; the operator only ever touches these kinds.
-PLURALS: dict[tuple[str, str], str] = {
-    ("v1", "Service"): "services",
+# apiVersion, kind -> plural: the child kinds of the table, and what else the operator reads or writes.
+PLURALS: dict[tuple[str, str], str] = {(child.api_version, child.kind): child.plural for child in CHILD_KINDS} | {
+    (API_VERSION, KIND): PLURAL,
     ("v1", "Pod"): "pods",
     ("v1", "Secret"): "secrets",
-    ("v1", "Event"): "events",
-    ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "ConfigMap"): "configmaps",
+    ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
-    ("apps/v1", "Deployment"): "deployments",
-    ("apps/v1", "ReplicaSet"): "replicasets",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
-    ("modeldeploy.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
     ("events.k8s.io/v1", "Event"): "events",
 }
 

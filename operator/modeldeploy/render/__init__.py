@@ -1,5 +1,5 @@
-"""Pure renderers: a ModelDeployment and a rollout plan in, child manifests out. No I/O."""
+"""Pure renderers, one module per child kind: a ModelDeployment and what the rollout wants in, manifests out.
 
-from modeldeploy.render.children import RenderConfig, render_children
-
-__all__ = ["RenderConfig", "render_children"]
+Each kind's entry point takes a `Desired` and returns that kind's objects; the table of child
+kinds (modeldeploy.k8s.children) lists them in the order they are applied.
+"""

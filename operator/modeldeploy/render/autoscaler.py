@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render.meta import child_name, metadata
+from modeldeploy.model.desired import Desired
+from modeldeploy.model.meta import child_name, metadata
 
 
 def render_hpa(md: ModelDeployment) -> dict[str, Any]:
@@ -31,3 +32,7 @@ def render_hpa(md: ModelDeployment) -> dict[str, Any]:
             ],
         },
     }
+
+
+def render_autoscalers(desired: Desired) -> list[dict[str, Any]]:
+    return [] if desired.md.spec.autoscaling is None else [render_hpa(desired.md)]

@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from modeldeploy.api.duration import parse_duration
-from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.api.v1alpha1.revision import REVISION_LABEL, RevisionPlan, RevisionTemplate
-from modeldeploy.api.v1alpha1.types import BentoConfig
-from modeldeploy.render.meta import HTTP_PORT, child_name, labels, metadata, selector
+from modeldeploy.api.v1alpha1 import BentoConfig, ModelDeployment
+from modeldeploy.model.desired import Desired
+from modeldeploy.model.meta import REVISION_LABEL, child_name, labels, metadata, selector
+from modeldeploy.model.revision import RevisionPlan, RevisionTemplate
 
+HTTP_PORT = 3000
 # `bentoml containerize` images run as this user (bentoml's Dockerfile templates: BENTO_USER_UID).
 BENTO_UID = 1034
 # The root filesystem is read-only; BentoML writes its home (store, prometheus multiprocess files) and
@@ -116,7 +116,7 @@ def archive_location(template: RevisionTemplate) -> str:
 
 
 def _probes(template: RevisionTemplate) -> dict[str, Any]:
-    startup_seconds = parse_duration(template.startup_timeout).total_seconds()
+    startup_seconds = template.startup_timeout.total_seconds()
     http = {"port": "http"}
     return {
         # BentoML answers /readyz only once the service (and its model) has loaded.
@@ -249,7 +249,7 @@ def render_deployment(md: ModelDeployment, plan: RevisionPlan) -> dict[str, Any]
     pod_labels = {**labels(md, plan.role), REVISION_LABEL: plan.revision}
     if version:
         pod_labels["app.kubernetes.io/version"] = version[:63].strip("-_.") or "unknown"
-    startup_seconds = parse_duration(template.startup_timeout).total_seconds()
+    startup_seconds = template.startup_timeout.total_seconds()
     spec: dict[str, Any] = {
         "revisionHistoryLimit": 3,
         # The Deployment controller reports ProgressDeadlineExceeded only after a pod had its startup time.
@@ -276,3 +276,8 @@ def render_deployment(md: ModelDeployment, plan: RevisionPlan) -> dict[str, Any]
         "metadata": metadata(md, child_name(md, plan.role), plan.role),
         "spec": spec,
     }
+
+
+def render_deployments(desired: Desired) -> list[dict[str, Any]]:
+    plans = [desired.stable] if desired.canary is None else [desired.stable, desired.canary]
+    return [render_deployment(desired.md, plan) for plan in plans]

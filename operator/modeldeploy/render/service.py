@@ -1,27 +1,19 @@
-"""The Services: one in front of the model, and one for the canary when an HTTPRoute splits traffic."""
+"""The Services: one in front of the model, and one for the canary when its router sends traffic to it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.render.meta import child_name, metadata, selector
+from modeldeploy.model.desired import Desired
+from modeldeploy.model.meta import child_name, metadata, selector
+from modeldeploy.routing import router_for
 
 
 def render_service(md: ModelDeployment, *, canary: bool = False) -> dict[str, Any]:
-    """The Service `<name>` (or `<name>-canary`).
-
-    With Replicas routing, `<name>` selects every model server pod, stable and canary,
-    and the replica counts set the split. With GatewayAPI routing it selects the stable
-    pods only (in-cluster clients keep getting the stable model) and the HTTPRoute sends
-    the canary its exact share through `<name>-canary`.
-    """
+    """The Service `<name>` (or `<name>-canary`); the traffic router says which pods `<name>` selects."""
     settings = md.spec.service
-    exact = md.spec.rollout.traffic_routing == "GatewayAPI"
-    if canary:
-        pods = selector(md, "canary")
-    else:
-        pods = selector(md, "stable") if exact else selector(md)
+    pods = selector(md, "canary") if canary else router_for(md).service_selector(md)
     meta = metadata(md, child_name(md, "canary" if canary else "stable"))
     if settings.annotations:
         meta["annotations"] = dict(sorted(settings.annotations.items()))
@@ -30,7 +22,7 @@ def render_service(md: ModelDeployment, *, canary: bool = False) -> dict[str, An
         "kind": "Service",
         "metadata": meta,
         "spec": {
-            # Only the main Service is exposed outside the cluster; the canary's is a route backend.
+            # Only the main Service is exposed outside the cluster; the canary's is a router's backend.
             "type": "ClusterIP" if canary else settings.type,
             "selector": pods,
             "ports": [
@@ -44,3 +36,10 @@ def render_service(md: ModelDeployment, *, canary: bool = False) -> dict[str, An
             ],
         },
     }
+
+
+def render_services(desired: Desired) -> list[dict[str, Any]]:
+    out = [render_service(desired.md)]
+    if desired.canary is not None and router_for(desired.md).canary_service:
+        out.append(render_service(desired.md, canary=True))
+    return out

@@ -1,15 +1,20 @@
-"""Status a person can read: conditions, phase and counts, computed from what is observed.
+"""Status a person can read: conditions, phase and counts, computed in this one place from the facts.
 
-Conditions follow the Kubernetes convention (meta.SetStatusCondition): a condition's
-lastTransitionTime changes only when its status does.
+The facts are what was observed, what the rollout decided and which children the API server
+refused; a spec the operator cannot use has its own status here too. Conditions follow the
+Kubernetes convention (meta.SetStatusCondition): a condition's lastTransitionTime changes only
+when its status does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, NamedTuple
 
-from modeldeploy.api.v1alpha1.types import (
+from modeldeploy.api.timestamp import whole_seconds
+from modeldeploy.api.v1alpha1 import (
     CanaryStatus,
     Condition,
     FailedRevision,
@@ -17,185 +22,226 @@ from modeldeploy.api.v1alpha1.types import (
     ModelDeploymentStatus,
     RevisionStatus,
 )
-from modeldeploy.rollout.clock import timestamp
-from modeldeploy.rollout.observed import Observed
+from modeldeploy.model.observed import Observed
+from modeldeploy.routing import router_for
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
-
-def _set(
-    *,
-    out: dict[str, Condition],
-    old: Sequence[Condition],
-    type_: str,
-    ok: bool,
-    reason: str,
-    message: str,
-    now: str,
-    gen: int | None,
-) -> None:
-    status = "True" if ok else "False"
-    previous = next((c for c in old if c.type == type_), None)
-    since = previous.last_transition_time if previous and previous.status == status else now
-    out[type_] = Condition(
-        type=type_, status=status, reason=reason, message=message, last_transition_time=since, observed_generation=gen
-    )
+Problem = tuple[str, str]  # (reason, message)
 
 
-def status(
-    *,
-    md: ModelDeployment,
-    observed: Observed,
-    stable: RevisionStatus | None,
-    canary: CanaryStatus | None,
-    failed: FailedRevision | None,
-    holds: Sequence[tuple[str, str]],
-    desired_revision: str,
-    capacity: int,
-    stable_rolled_out: bool,
-) -> ModelDeploymentStatus:
+class Verdict(NamedTuple):
+    ok: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything status is computed from."""
+
+    md: ModelDeployment
+    observed: Observed
+    stable: RevisionStatus | None
+    canary: CanaryStatus | None
+    failed: FailedRevision | None
+    # What keeps the rollout from going on (a missing reference, routing the cluster lacks, ...).
+    holds: tuple[Problem, ...]
+    desired_revision: str
+    capacity: int
+    stable_rolled_out: bool
+    # Children the API server refused to take.
+    apply_problems: tuple[Problem, ...] = ()
+
+    @property
+    def pods(self) -> int:
+        return sum(d.replicas for d in (self.observed.stable, self.observed.canary) if d is not None)
+
+    @property
+    def ready(self) -> int:
+        return sum(d.ready_replicas for d in (self.observed.stable, self.observed.canary) if d is not None)
+
+
+def status(facts: Facts) -> ModelDeploymentStatus:
+    md = facts.md
     old = md.status or ModelDeploymentStatus()
-    now = timestamp(observed.now)
-    generation = md.metadata.get("generation")
-    stable_obs, canary_obs = observed.stable, observed.canary
-    pods = (stable_obs.replicas if stable_obs else 0) + (canary_obs.replicas if canary_obs else 0)
-    ready = (stable_obs.ready_replicas if stable_obs else 0) + (canary_obs.ready_replicas if canary_obs else 0)
-    bento = md.spec.bento.display
-
-    # Available: enough Ready pods to serve.
-    if stable is None:
-        available = (False, "NoRevision", "nothing is deployed yet")
-    elif capacity == 0:
-        available = (False, "ScaledToZero", "replicas is 0")
-    elif ready >= capacity:
-        available = (True, "MinimumReplicasAvailable", f"{ready}/{capacity} replicas Ready")
-    else:
-        available = (False, "ReplicasNotReady", f"{ready}/{capacity} replicas Ready")
-
-    # Progressing: a revision on its way in (or out).
-    steps = md.spec.rollout.steps
-    if canary is not None and canary.state == "Promoting":
-        progressing = (True, "Promoting", f"canary {canary.revision} ({canary.bento}) is becoming the stable revision")
-    elif canary is not None and canary.state == "RollingBack":
-        progressing = (True, "RollingBack", f"rolling back canary {canary.revision}: {canary.reason}: {canary.message}")
-    elif canary is not None:
-        split = (
-            "exact weights through the HTTPRoute"
-            if md.spec.rollout.traffic_routing == "GatewayAPI"
-            else f"approximate: {canary.ready_replicas} of {ready} Ready pods are canary pods"
-        )
-        where = (
-            f"canary {canary.revision} ({canary.bento}) step {canary.step + 1}/{len(steps)}: "
-            f"{canary.weight}% of traffic for a {canary.step_weight}% step ({split})"
-        )
-        if canary.paused:
-            progressing = (True, "CanaryPaused", f"{where}; paused by spec.rollout.paused")
-        elif canary.step_ready_at is None:
-            progressing = (True, "CanaryScaling", f"{where}; waiting for canary pods to be Ready")
-        elif canary.analysis.verdict == "NoData":
-            progressing = (True, "WaitingForData", f"{where}; too few requests to judge")
-        else:
-            progressing = (True, "CanaryAnalysis" if md.spec.rollout.analysis else "CanaryPause", where)
-    elif stable is not None and not stable_rolled_out:
-        first = old.stable is None or (old.stable.revision == stable.revision and not old.stable.ready_replicas)
-        progressing = (
-            True,
-            "NewRevision" if first else "RollingUpdate",
-            f"revision {stable.revision} ({stable.bento}) rolling out",
-        )
-    elif stable is not None:
-        progressing = (False, "Complete", f"revision {stable.revision} ({stable.bento}) serves all traffic")
-    else:
-        progressing = (False, "Waiting", "nothing can be deployed yet")
-
-    # Degraded: something a person should act on.
-    problems: list[tuple[str, str]] = list(holds)
-    if failed is not None and failed.revision == desired_revision:
-        serving = f"{stable.revision} ({stable.bento})" if stable else "nothing"
-        problems.append(
-            (
-                "RolledBack",
-                f"revision {failed.revision} ({failed.bento}) was rolled back ({failed.reason}: {failed.message}); "
-                f"{serving} keeps serving; change the spec to try again",
-            )
-        )
-    problems += [(p.reason, p.message) for p in observed.pod_problems]
-    for dep in (stable_obs, canary_obs):
-        if dep is not None and dep.replica_failure:
-            problems.append(("ReplicaFailure", f"deployment {dep.name}: {dep.replica_failure}"))
-        if dep is not None and dep.progress_deadline_exceeded and canary is None:
-            problems.append(("ProgressDeadlineExceeded", f"deployment {dep.name} made no progress in time"))
-    if problems:
-        degraded = (True, problems[0][0], "; ".join(m for _, m in problems))
-    else:
-        degraded = (False, "Healthy", "no problems seen")
-
-    is_ready = available[0] and not progressing[0] and not degraded[0]
-    if is_ready:
-        ready_cond = (True, "Ready", f"{bento} serves with {ready}/{capacity} replicas Ready")
-    elif degraded[0]:
-        ready_cond = (False, degraded[1], degraded[2])
-    elif progressing[0]:
-        ready_cond = (False, progressing[1], progressing[2])
-    else:
-        ready_cond = (False, available[1], available[2])
-
-    conditions: dict[str, Condition] = {}
-    for type_, (ok, reason, message) in zip(
-        CONDITION_TYPES, (ready_cond, available, progressing, degraded), strict=True
-    ):
-        _set(
-            out=conditions,
-            old=old.conditions,
-            type_=type_,
-            ok=ok,
-            reason=reason,
-            message=message,
-            now=now,
-            gen=generation,
-        )
-
-    if is_ready:
-        phase = "Ready"
-    elif degraded[0]:
-        phase = "Degraded" if ready > 0 else "Failed"
-    elif ready == 0:
-        phase = "Pending"
-    else:
-        phase = "Progressing"
-
-    port = md.spec.service.port
+    available = _available(facts)
+    progressing = _progressing(facts, old)
+    degraded = _degraded(facts)
+    ready = _ready(facts, available, progressing, degraded)
+    now = whole_seconds(facts.observed.now)
+    generation = md.metadata.generation
+    verdicts = (ready, available, progressing, degraded)
     return ModelDeploymentStatus(
         observed_generation=generation,
-        phase=phase,
-        conditions=[conditions[t] for t in CONDITION_TYPES],
-        url=f"http://{md.name}.{md.namespace}.svc:{port}" if stable is not None else None,
-        replicas=pods,
-        ready_replicas=ready,
-        stable=stable,
-        canary=canary,
-        failed=failed,
+        phase=_phase(ready, degraded, facts.ready),
+        conditions=[
+            _condition(old.conditions, type_, verdict, now, generation)
+            for type_, verdict in zip(CONDITION_TYPES, verdicts, strict=True)
+        ],
+        url=f"http://{md.name}.{md.namespace}.svc:{md.spec.service.port}" if facts.stable is not None else None,
+        replicas=facts.pods,
+        ready_replicas=facts.ready,
+        stable=facts.stable,
+        canary=facts.canary,
+        failed=facts.failed,
     )
 
 
-EventType = Literal["Normal", "Warning"]
+def invalid_spec(
+    old: ModelDeploymentStatus, generation: int | None, problems: Sequence[str], now: datetime
+) -> ModelDeploymentStatus:
+    """A spec the API server let through but the operator cannot use; what runs is left as it was."""
+    verdict = Verdict(False, "InvalidSpec", "; ".join(problems))
+    stamp = whole_seconds(now)
+    conditions = [
+        _condition(old.conditions, "Ready", verdict, stamp, generation),
+        _condition(old.conditions, "Degraded", verdict._replace(ok=True), stamp, generation),
+    ]
+    return old.model_copy(update={"phase": "Failed", "observed_generation": generation, "conditions": conditions})
 
 
-def transitions(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> list[tuple[EventType, str, str]]:
-    """Events for conditions that changed: (type, reason, message)."""
+def _condition(
+    old: Sequence[Condition], type_: str, verdict: Verdict, now: datetime, generation: int | None
+) -> Condition:
+    status: Literal["True", "False"] = "True" if verdict.ok else "False"
+    previous = next((c for c in old if c.type == type_), None)
+    since = previous.last_transition_time if previous is not None and previous.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=verdict.reason,
+        message=verdict.message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def _available(facts: Facts) -> Verdict:
+    """Enough Ready pods to serve."""
+    ready, capacity = facts.ready, facts.capacity
+    if facts.stable is None:
+        return Verdict(False, "NoRevision", "nothing is deployed yet")
+    if capacity == 0:
+        return Verdict(False, "ScaledToZero", "replicas is 0")
+    if ready >= capacity:
+        return Verdict(True, "MinimumReplicasAvailable", f"{ready}/{capacity} replicas Ready")
+    return Verdict(False, "ReplicasNotReady", f"{ready}/{capacity} replicas Ready")
+
+
+def _progressing(facts: Facts, old: ModelDeploymentStatus) -> Verdict:
+    """A revision on its way in (or out)."""
+    stable, canary = facts.stable, facts.canary
+    if canary is not None:
+        return _canary_progress(facts, canary)
+    if stable is None:
+        return Verdict(False, "Waiting", "nothing can be deployed yet")
+    if facts.stable_rolled_out:
+        return Verdict(False, "Complete", f"revision {stable.revision} ({stable.bento}) serves all traffic")
+    first = old.stable is None or (old.stable.revision == stable.revision and not old.stable.ready_replicas)
+    return Verdict(
+        True, "NewRevision" if first else "RollingUpdate", f"revision {stable.revision} ({stable.bento}) rolling out"
+    )
+
+
+def _canary_progress(facts: Facts, canary: CanaryStatus) -> Verdict:
+    if canary.state == "Promoting":
+        return Verdict(True, "Promoting", f"canary {canary.revision} ({canary.bento}) is becoming the stable revision")
+    if canary.state == "RollingBack":
+        return Verdict(True, "RollingBack", f"rolling back canary {canary.revision}: {canary.reason}: {canary.message}")
+    rollout = facts.md.spec.rollout
+    split = router_for(facts.md).split(canary_ready=canary.ready_replicas, ready=facts.ready)
+    where = (
+        f"canary {canary.revision} ({canary.bento}) step {canary.step + 1}/{len(rollout.steps)}: "
+        f"{canary.weight}% of traffic for a {canary.step_weight}% step ({split})"
+    )
+    if canary.paused:
+        return Verdict(True, "CanaryPaused", f"{where}; paused by spec.rollout.paused")
+    if canary.step_ready_at is None:
+        return Verdict(True, "CanaryScaling", f"{where}; waiting for canary pods to be Ready")
+    if canary.analysis.verdict == "NoData":
+        return Verdict(True, "WaitingForData", f"{where}; too few requests to judge")
+    return Verdict(True, "CanaryAnalysis" if rollout.analysis else "CanaryPause", where)
+
+
+def _degraded(facts: Facts) -> Verdict:
+    """Something a person should act on."""
+    if facts.apply_problems:
+        # A child the API server refuses comes first: what else is wrong may follow from it.
+        return _worst(facts.apply_problems)
+    problems = [*facts.holds, *_rolled_back(facts), *((p.reason, p.message) for p in facts.observed.pod_problems)]
+    for dep in (facts.observed.stable, facts.observed.canary):
+        if dep is not None and dep.replica_failure:
+            problems.append(("ReplicaFailure", f"deployment {dep.name}: {dep.replica_failure}"))
+        if dep is not None and dep.progress_deadline_exceeded and facts.canary is None:
+            problems.append(("ProgressDeadlineExceeded", f"deployment {dep.name} made no progress in time"))
+    return _worst(problems) if problems else Verdict(False, "Healthy", "no problems seen")
+
+
+def _worst(problems: Sequence[Problem]) -> Verdict:
+    return Verdict(True, problems[0][0], "; ".join(message for _, message in problems))
+
+
+def _rolled_back(facts: Facts) -> list[Problem]:
+    failed, stable = facts.failed, facts.stable
+    if failed is None or failed.revision != facts.desired_revision:
+        return []
+    serving = f"{stable.revision} ({stable.bento})" if stable else "nothing"
+    return [
+        (
+            "RolledBack",
+            f"revision {failed.revision} ({failed.bento}) was rolled back ({failed.reason}: {failed.message}); "
+            f"{serving} keeps serving; change the spec to try again",
+        )
+    ]
+
+
+def _ready(facts: Facts, available: Verdict, progressing: Verdict, degraded: Verdict) -> Verdict:
+    if available.ok and not progressing.ok and not degraded.ok:
+        bento = facts.md.spec.bento.display
+        return Verdict(True, "Ready", f"{bento} serves with {facts.ready}/{facts.capacity} replicas Ready")
+    if degraded.ok:
+        return degraded._replace(ok=False)
+    if progressing.ok:
+        return progressing._replace(ok=False)
+    return available
+
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+
+def _phase(ready: Verdict, degraded: Verdict, ready_pods: int) -> Phase:
+    if ready.ok:
+        return "Ready"
+    if degraded.ok:
+        return "Degraded" if ready_pods > 0 else "Failed"
+    return "Pending" if ready_pods == 0 else "Progressing"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about the ModelDeployment: a decision, or a condition that changed."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def transitions(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> list[Event]:
+    """Events for conditions that changed."""
     before = {c.type: c for c in old.conditions}
-    out: list[tuple[EventType, str, str]] = []
+    out: list[Event] = []
     for cond in new.conditions:
         prev = before.get(cond.type)
         if cond.type == "Ready":
             if cond.status == "True" and (prev is None or prev.status != "True"):
-                out.append(("Normal", "Ready", cond.message))
+                out.append(Event("Normal", "Ready", cond.message))
             elif cond.status != "True" and prev is not None and prev.status == "True":
-                out.append(("Warning", "NotReady", f"{cond.reason}: {cond.message}"))
+                out.append(Event("Warning", "NotReady", f"{cond.reason}: {cond.message}"))
         elif (
             cond.type == "Degraded"
             and cond.status == "True"
             and (prev is None or prev.status != "True" or prev.reason != cond.reason)
         ):
-            out.append(("Warning", cond.reason, cond.message))
+            out.append(Event("Warning", cond.reason, cond.message))
     return out

@@ -10,41 +10,34 @@ in place, the Canary strategy starts a canary Deployment beside it and walks the
                                                        --(stable fully Ready again)--> done, revision recorded as failed
 
 Everything the machine needs to continue lives in the object's status, so an operator
-restarted at any point picks up where it was.
+restarted at any point picks up where it was. How traffic is split is the spec's traffic
+router's business (modeldeploy.routing); what the status says is modeldeploy.rollout.conditions'.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
-from modeldeploy.api.duration import parse_duration
-from modeldeploy.api.v1alpha1.revision import RevisionPlan, RevisionTemplate, template_of
-from modeldeploy.api.v1alpha1.types import (
-    ABORT_ANNOTATION,
-    PROMOTE_ANNOTATION,
+from pydantic import ValidationError
+
+from modeldeploy.api.errors import describe
+from modeldeploy.api.v1alpha1 import (
     AnalysisStatus,
     CanaryStatus,
-    FailedRevision,
     ModelDeployment,
     ModelDeploymentStatus,
     RevisionStatus,
 )
+from modeldeploy.model.observed import Observed
+from modeldeploy.model.revision import RevisionPlan, RevisionTemplate, steps_hash, template_of
 from modeldeploy.rollout import conditions
-from modeldeploy.rollout.clock import parse_timestamp, timestamp
-from modeldeploy.rollout.observed import Observed
+from modeldeploy.rollout.canary import CanaryWalk
+from modeldeploy.rollout.conditions import Event
+from modeldeploy.routing import router_for
 
-# Rollback reasons that are not the canary's fault: the revision is not recorded as failed.
-NOT_A_FAILURE = frozenset({"SpecReverted", "Superseded"})
-# While waiting on pods the machine has nothing timed to do; child events wake it, this is a backstop.
-WAIT_RECHECK = timedelta(seconds=30)
 # Nothing watches referenced Secrets or ConfigMaps; a rollout waiting for one looks again this often.
 REFERENCE_RECHECK = timedelta(seconds=15)
-# With an HTTPRoute, the canary's weight goes to 0 in one reconcile and the canary goes in a later one,
-# this long after, so the gateway has taken the new weights before the canary's pods terminate.
-ROUTE_DRAIN = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -55,22 +48,19 @@ class PlanConfig:
 
 
 @dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Plan:
     stable: RevisionPlan | None
     canary: RevisionPlan | None
-    # Exact percent of traffic for the canary backend of an HTTPRoute.
+    # Percent of traffic for the canary where the router sets it exactly (an HTTPRoute's canary backend).
     route_weight: int
     status: ModelDeploymentStatus
+    # What status was computed from; the reconciler adds the children the API server refused.
+    facts: conditions.Facts
     events: tuple[Event, ...] = ()
     requeue_after: timedelta | None = None
-    notes: tuple[str, ...] = field(default=())
+    # The plan cannot say what the children should be (a stored template it cannot read): apply nothing,
+    # remove nothing, until a person decides.
+    leave_children: bool = False
 
 
 def analysis_due(md: ModelDeployment, observed: Observed) -> str | None:
@@ -79,10 +69,10 @@ def analysis_due(md: ModelDeployment, observed: Observed) -> str | None:
     canary = md.status.canary if md.status else None
     if analysis is None or canary is None or canary.state != "Progressing" or canary.step_ready_at is None:
         return None
-    since = parse_timestamp(canary.step_ready_at)
+    since = canary.step_ready_at
     if canary.analysis.last_measured_at:
-        since = max(since, parse_timestamp(canary.analysis.last_measured_at))
-    if observed.now < since + parse_duration(analysis.interval):
+        since = max(since, canary.analysis.last_measured_at)
+    if observed.now < since + analysis.interval:
         return None
     return canary.revision
 
@@ -91,86 +81,31 @@ def plan(md: ModelDeployment, observed: Observed, config: PlanConfig | None = No
     return _Planner(md, observed, config or PlanConfig()).run()
 
 
-class _Planner:
+class _Planner(CanaryWalk):
     def __init__(self, md: ModelDeployment, observed: Observed, config: PlanConfig) -> None:
-        self.md = md
-        self.spec = md.spec
-        self.obs = observed
-        self.now = observed.now
-        self.old = md.status or ModelDeploymentStatus()
+        old = md.status or ModelDeploymentStatus()
+        super().__init__(
+            md,
+            observed,
+            router_for(md),
+            stable=old.stable.model_copy(deep=True) if old.stable else None,
+            canary=old.canary.model_copy(deep=True) if old.canary else None,
+            failed=old.failed.model_copy(deep=True) if old.failed else None,
+        )
         self.template = template_of(self.spec, config.default_runtime_image)
         self.revision = self.template.revision
-        self.stable = self.old.stable.model_copy(deep=True) if self.old.stable else None
-        self.canary = self.old.canary.model_copy(deep=True) if self.old.canary else None
-        self.failed = self.old.failed.model_copy(deep=True) if self.old.failed else None
-        self.events: list[Event] = []
-        self.waits: list[timedelta] = []
         self.holds: list[tuple[str, str]] = []
-        self.notes: list[str] = []
-        # Set when the canary is about to go: its route weight is 0 from this reconcile on.
-        self.draining = False
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
-
-    def _wait(self, delta: timedelta) -> None:
-        self.waits.append(max(delta, timedelta(seconds=1)))
 
     def _revision_status(self, template: RevisionTemplate) -> RevisionStatus:
         return RevisionStatus(revision=template.revision, bento=template.bento.display, template=template.wire())
 
-    def _template(self, status: RevisionStatus) -> RevisionTemplate:
-        """The stored template of a revision; the spec's when the stored one cannot be read."""
-        try:
-            template = RevisionTemplate.model_validate(status.template)
-        except ValueError:
-            self.notes.append(f"status template of revision {status.revision} unreadable; using the spec's")
-            return self.template
-        return template
-
-    @property
-    def autoscaled(self) -> bool:
-        return self.spec.autoscaling is not None
-
-    @property
-    def capacity(self) -> int:
-        """Replicas the model serves with: spec.replicas, or what the autoscaler has set."""
-        if self.spec.autoscaling is not None:
-            if self.obs.stable is not None:
-                return max(self.obs.stable.spec_replicas, self.spec.autoscaling.min_replicas)
-            return self.spec.autoscaling.min_replicas
-        return self.spec.replicas
-
-    @property
-    def exact_routing(self) -> bool:
-        return self.spec.rollout.traffic_routing == "GatewayAPI"
-
-    def canary_replicas(self, step: int) -> int:
-        """Canary pods for a step: its share of the capacity, at least one."""
-        weight = self.spec.rollout.steps[step].weight
-        n = self.capacity
-        if self.autoscaled and not self.exact_routing:
-            # The autoscaler owns the stable size, so the canary is added beside it.
-            share = n if weight >= 50 else math.ceil(n * weight / (100 - weight))
-        else:
-            share = math.ceil(n * weight / 100)
-        return min(max(share, 1), max(n, 1))
-
-    def canary_ready(self) -> int:
-        if self.canary is None or self.obs.canary is None:
-            return 0
-        return self.obs.canary.ready_at(self.canary.revision)
-
-    def stable_ready(self) -> int:
-        if self.stable is None or self.obs.stable is None:
-            return 0
-        return self.obs.stable.ready_at(self.stable.revision)
-
     # -- the machine ------------------------------------------------------------------
 
     def run(self) -> Plan:
+        unreadable = self._unreadable_template()
+        if unreadable is not None:
+            self.holds.append(unreadable)
+            return self._finish(leave_children=True)
         if self.failed is not None and self.failed.revision != self.revision:
             self.failed = None  # the spec moved on: a rolled-back revision may be tried again later
         blockers = self._blockers()
@@ -190,16 +125,27 @@ class _Planner:
             self._advance_canary()
         return self._finish()
 
-    def _blockers(self) -> list[tuple[str, str]]:
-        if self.exact_routing and not self.obs.gateway_api:
-            # The stable revision still serves through its Service; no canary starts without its route.
-            self.holds.append(
-                (
-                    "GatewayAPIMissing",
-                    "trafficRouting is GatewayAPI but this cluster does not serve HTTPRoute "
-                    "(gateway.networking.k8s.io/v1): install the Gateway API CRDs or use trafficRouting: Replicas",
+    def _unreadable_template(self) -> tuple[str, str] | None:
+        """A stored template this operator cannot read: rendering the spec's under its revision would roll the
+        new spec out unseen, so the rollout stops here with a reason instead."""
+        for role, revision in (("stable", self.stable), ("canary", self.canary)):
+            if revision is None:
+                continue
+            try:
+                RevisionTemplate.model_validate(revision.template)
+            except ValidationError as err:
+                return (
+                    "UnreadableTemplate",
+                    f"status.{role}.template (revision {revision.revision}) cannot be read by this operator "
+                    f"({'; '.join(describe(err))}); the children are left as they are: run the operator version "
+                    f"that wrote it, or remove status.{role} to deploy the spec afresh",
                 )
-            )
+        return None
+
+    def _blockers(self) -> list[tuple[str, str]]:
+        held = self.router.hold(self.obs.unserved)
+        if held is not None:
+            self.holds.append(held)
         found = []
         if self.obs.missing_references:
             found.append(
@@ -237,7 +183,7 @@ class _Planner:
             if superseded:
                 self._begin_rollback("Superseded", f"the spec now asks for rolled-back revision {self.revision}")
             return
-        if self.exact_routing and not self.obs.gateway_api:
+        if self.router.hold(self.obs.unserved) is not None:
             if superseded:
                 self._begin_rollback("Superseded", "the canary's traffic routing is unavailable")
             return
@@ -247,17 +193,22 @@ class _Planner:
             return
         if canary is not None and canary.revision == self.revision:
             return
+        self._start_canary(canary)
+
+    def _start_canary(self, replaced: CanaryStatus | None) -> None:
+        assert self.stable is not None
         steps = self.spec.rollout.steps
-        if canary is not None:
-            self._event("Normal", "CanaryReplaced", f"canary {canary.revision} replaced by revision {self.revision}")
+        if replaced is not None:
+            self._event("Normal", "CanaryReplaced", f"canary {replaced.revision} replaced by revision {self.revision}")
         self.canary = CanaryStatus(
             revision=self.revision,
             bento=self.template.bento.display,
             template=self.template.wire(),
             step=0,
             step_weight=steps[0].weight,
-            started_at=timestamp(self.now),
-            step_started_at=timestamp(self.now),
+            steps_hash=steps_hash(steps),
+            started_at=self.stamp,
+            step_started_at=self.stamp,
             analysis=AnalysisStatus(),
         )
         self._event(
@@ -266,203 +217,6 @@ class _Planner:
             f"canary {self.revision} ({self.canary.bento}) started beside stable {self.stable.revision} "
             f"({self.stable.bento}): step 1/{len(steps)} at {steps[0].weight}% of traffic",
         )
-
-    def _begin_rollback(self, reason: str, message: str) -> None:
-        assert self.canary is not None
-        self.canary.state = "RollingBack"
-        self.canary.reason = reason
-        self.canary.message = message
-        kind: Literal["Normal", "Warning"] = "Normal" if reason in NOT_A_FAILURE else "Warning"
-        self._event(kind, "RollingBack", f"rolling back canary {self.canary.revision}: {reason}: {message}")
-
-    def _advance_canary(self) -> None:
-        canary = self.canary
-        assert canary is not None
-        assert self.stable is not None
-        if canary.state == "Progressing":
-            annotations = self.md.metadata.get("annotations") or {}
-            if annotations.get(ABORT_ANNOTATION) == canary.revision:
-                self._event("Warning", "ManualAbort", f"abort of canary {canary.revision} requested by annotation")
-                self._begin_rollback("ManualAbort", f"aborted with the {ABORT_ANNOTATION} annotation")
-            elif annotations.get(PROMOTE_ANNOTATION) == canary.revision:
-                self._event("Normal", "ManualPromote", f"promotion of canary {canary.revision} requested by annotation")
-                self._start_promotion("ManualPromote", f"promoted with the {PROMOTE_ANNOTATION} annotation")
-            else:
-                self._progress(canary)
-        if canary.state == "Promoting":
-            self._promote(canary)
-        elif canary.state == "RollingBack":
-            self._roll_back(canary)
-
-    def _start_promotion(self, reason: str, message: str) -> None:
-        assert self.canary is not None
-        assert self.stable is not None
-        self.canary.state = "Promoting"
-        self.canary.reason = reason
-        self.canary.message = message
-        self._event("Normal", "Promoting", f"promoting canary {self.canary.revision}: {message}")
-
-    def _progress(self, canary: CanaryStatus) -> None:
-        rollout = self.spec.rollout
-        steps = rollout.steps
-        canary.step = min(canary.step, len(steps) - 1)  # the steps may have been shortened
-        canary.step_weight = steps[canary.step].weight
-        if rollout.paused != canary.paused:
-            canary.paused = rollout.paused
-            self._event(
-                "Normal",
-                "Paused" if rollout.paused else "Resumed",
-                f"canary {canary.revision} {'paused' if rollout.paused else 'resumed'} at step {canary.step + 1}",
-            )
-
-        fatal = [p for p in self.obs.pod_problems if p.role == "canary" and p.fatal]
-        if fatal:
-            self._begin_rollback("CanaryFailed", fatal[0].message)
-            return
-        need = self.canary_replicas(canary.step)
-        ready = self.canary_ready()
-        if ready < need:
-            canary.step_ready_at = None
-            deadline = parse_timestamp(canary.step_started_at or timestamp(self.now)) + parse_duration(
-                rollout.progress_deadline
-            )
-            if self.now >= deadline:
-                why = [p.message for p in self.obs.pod_problems if p.role == "canary"]
-                detail = f": {why[0]}" if why else ""
-                self._begin_rollback(
-                    "CanaryNotReady",
-                    f"{ready}/{need} canary pods Ready after progressDeadline {rollout.progress_deadline}{detail}",
-                )
-                return
-            self._wait(min(deadline - self.now, WAIT_RECHECK))
-            return
-        if canary.step_ready_at is None:
-            canary.step_ready_at = timestamp(self.now)
-
-        if rollout.analysis is not None:
-            self._judge(canary)
-            if canary.state != "Progressing":
-                return
-        if rollout.paused:
-            return
-        pause_end = parse_timestamp(canary.step_ready_at) + parse_duration(steps[canary.step].pause)
-        if self.now < pause_end:
-            self._wait(pause_end - self.now)
-            return
-        if rollout.analysis is not None and not self._passed_this_step(canary):
-            return  # _judge asked to be woken for the next measurement
-        if canary.step + 1 < len(steps):
-            canary.step += 1
-            canary.step_weight = steps[canary.step].weight
-            canary.step_started_at = timestamp(self.now)
-            canary.step_ready_at = None
-            canary.analysis.measurements = 0
-            self._event(
-                "Normal",
-                "StepAdvanced",
-                f"canary {canary.revision} at step {canary.step + 1}/{len(steps)}: {canary.step_weight}% of traffic",
-            )
-            self._wait(timedelta(seconds=1))
-        else:
-            self._start_promotion("StepsComplete", f"all {len(steps)} steps passed")
-
-    def _passed_this_step(self, canary: CanaryStatus) -> bool:
-        result = canary.analysis
-        if result.verdict != "Passed" or result.last_measured_at is None or canary.step_ready_at is None:
-            return False
-        return parse_timestamp(result.last_measured_at) >= parse_timestamp(canary.step_ready_at)
-
-    def _judge(self, canary: CanaryStatus) -> None:
-        analysis = self.spec.rollout.analysis
-        assert analysis is not None
-        interval = parse_duration(analysis.interval)
-        measured = self.obs.measurement
-        result = canary.analysis
-        if measured is not None and measured.revision == canary.revision:
-            result.measurements += 1
-            result.last_measured_at = timestamp(self.now)
-            result.checks = list(measured.checks)
-            result.verdict = measured.verdict
-            if measured.verdict == "Failed":
-                result.failures += 1
-                result.waiting_for_data_since = None
-                self._event(
-                    "Warning",
-                    "AnalysisFailed",
-                    f"canary {canary.revision} measurement failed ({result.failures}/{analysis.failure_limit}): "
-                    f"{measured.summary}",
-                )
-                if result.failures >= analysis.failure_limit:
-                    self._begin_rollback("AnalysisFailed", measured.summary)
-                    return
-            elif measured.verdict == "NoData":
-                if result.waiting_for_data_since is None:
-                    result.waiting_for_data_since = timestamp(self.now)
-                    self._event("Normal", "WaitingForData", f"canary {canary.revision}: {measured.summary}")
-                waited = self.now - parse_timestamp(result.waiting_for_data_since)
-                if waited >= parse_duration(analysis.no_data_timeout):
-                    self._begin_rollback(
-                        "NoData",
-                        f"{measured.summary}, for longer than noDataTimeout {analysis.no_data_timeout}",
-                    )
-                    return
-            else:
-                result.waiting_for_data_since = None
-        since = parse_timestamp(canary.step_ready_at or timestamp(self.now))
-        if result.last_measured_at:
-            since = max(since, parse_timestamp(result.last_measured_at))
-        self._wait(since + interval - self.now)
-
-    def _promote(self, canary: CanaryStatus) -> None:
-        assert self.stable is not None
-        if self.stable.revision != canary.revision:
-            self.stable = RevisionStatus(revision=canary.revision, bento=canary.bento, template=canary.template)
-        stable = self.obs.stable
-        if stable is not None and stable.rolled_out(canary.revision) and stable.spec_replicas >= self.capacity:
-            if self._still_routed(canary):
-                return
-            self._event(
-                "Normal",
-                "Promoted",
-                f"canary {canary.revision} ({canary.bento}) promoted: it is the stable revision and serves all traffic",
-            )
-            self.canary = None
-        else:
-            self._wait(WAIT_RECHECK)
-
-    def _roll_back(self, canary: CanaryStatus) -> None:
-        assert self.stable is not None
-        if self.stable_ready() < max(self.capacity, 1) and self.capacity > 0:
-            self._wait(WAIT_RECHECK)
-            return
-        if self._still_routed(canary):
-            return
-        reason = canary.reason or "RolledBack"
-        if reason not in NOT_A_FAILURE:
-            self.failed = FailedRevision(
-                revision=canary.revision,
-                bento=canary.bento,
-                reason=reason,
-                message=canary.message or "",
-                at=timestamp(self.now),
-            )
-            self._event(
-                "Warning",
-                "RolledBack",
-                f"canary {canary.revision} ({canary.bento}) rolled back ({reason}: {canary.message}); "
-                f"stable {self.stable.revision} ({self.stable.bento}) serves all traffic",
-            )
-        else:
-            self._event("Normal", "CanaryRemoved", f"canary {canary.revision} removed: {canary.message}")
-        self.canary = None
-
-    def _still_routed(self, canary: CanaryStatus) -> bool:
-        """With an HTTPRoute: take the canary's weight to 0 first, remove it in a later reconcile."""
-        self.draining = True
-        if not self.exact_routing or canary.weight == 0:
-            return False
-        self._wait(ROUTE_DRAIN)
-        return True
 
     # -- the outcome ---------------------------------------------------------------------
 
@@ -478,55 +232,53 @@ class _Planner:
             canary_n = max(self.obs.canary.spec_replicas, 1)
         if self.autoscaled:
             return None, canary_n
-        if self.exact_routing or canary.state != "Progressing":
+        if canary.state != "Progressing":
             return n, canary_n
-        # Replicas routing: the stable gives up one pod per Ready canary pod, never before.
-        return max(n - min(self.canary_ready(), canary_n), 0), canary_n
+        return self.router.stable_replicas(n, canary_ready=self.canary_ready(), canary_replicas=canary_n), canary_n
 
     def _route_weight(self) -> int:
-        """The HTTPRoute weight: the highest step weight whose canary pods are all Ready."""
+        """For an exact router: the highest step weight whose canary pods are all Ready, 0 once the canary is
+        on its way out. An approximate router sets no weight: its pods are the split."""
         canary = self.canary
-        if canary is None or canary.state == "RollingBack" or self.draining:
+        if not self.router.exact or canary is None or canary.state == "RollingBack" or self.draining:
             return 0
         ready = self.canary_ready()
+        steps = self.spec.rollout.steps
         weights = [
-            self.spec.rollout.steps[i].weight
-            for i in range(min(canary.step, len(self.spec.rollout.steps) - 1) + 1)
-            if self.canary_replicas(i) <= ready
+            steps[i].weight for i in range(min(canary.step, len(steps) - 1) + 1) if self.canary_replicas(i) <= ready
         ]
         return max(weights, default=0)
 
-    def _finish(self) -> Plan:
-        stable_replicas, canary_replicas = self._replicas()
-        stable_plan = None
-        if self.stable is not None:
+    def _finish(self, *, leave_children: bool = False) -> Plan:
+        stable_replicas, canary_replicas = (None, None) if leave_children else self._replicas()
+        stable_plan = canary_plan = None
+        if self.stable is not None and not leave_children:
             stable_plan = RevisionPlan("stable", self.stable.revision, self._template(self.stable), stable_replicas)
-        canary_plan = None
-        if self.canary is not None:
+        if self.canary is not None and not leave_children:
             canary_plan = RevisionPlan("canary", self.canary.revision, self._template(self.canary), canary_replicas)
-        route_weight = self._route_weight()
+        route_weight = 0 if leave_children else self._route_weight()
 
         obs = self.obs
         if self.stable is not None and obs.stable is not None:
             self.stable.replicas = obs.stable.replicas
             self.stable.ready_replicas = obs.stable.ready_replicas
         if self.canary is not None:
-            canary_obs = obs.canary
-            self.canary.replicas = canary_obs.replicas if canary_obs else 0
-            self.canary.ready_replicas = canary_obs.ready_replicas if canary_obs else 0
-            if self.exact_routing:
-                self.canary.weight = route_weight
-            else:
-                ready_total = (obs.stable.ready_replicas if obs.stable else 0) + self.canary.ready_replicas
-                self.canary.weight = round(100 * self.canary.ready_replicas / ready_total) if ready_total else 0
+            self.canary.replicas = obs.canary.replicas if obs.canary else 0
+            self.canary.ready_replicas = obs.canary.ready_replicas if obs.canary else 0
+            if not leave_children:
+                self.canary.weight = self.router.weight(
+                    route_weight=route_weight,
+                    stable_ready=obs.stable.ready_replicas if obs.stable else 0,
+                    canary_ready=self.canary.ready_replicas,
+                )
 
-        status = conditions.status(
+        facts = conditions.Facts(
             md=self.md,
             observed=obs,
             stable=self.stable,
             canary=self.canary,
             failed=self.failed,
-            holds=self.holds,
+            holds=tuple(self.holds),
             desired_revision=self.revision,
             capacity=self.capacity,
             stable_rolled_out=(
@@ -540,8 +292,13 @@ class _Planner:
             stable=stable_plan,
             canary=canary_plan,
             route_weight=route_weight,
-            status=status,
+            status=conditions.status(facts),
+            facts=facts,
             events=tuple(self.events),
             requeue_after=min(self.waits) if self.waits else None,
-            notes=tuple(self.notes),
+            leave_children=leave_children,
         )
+
+    @staticmethod
+    def _template(status: RevisionStatus) -> RevisionTemplate:
+        return RevisionTemplate.model_validate(status.template)

@@ -1,43 +1,37 @@
-"""Revisions: the pod-affecting part of a spec, and the hash that names it.
+"""Revisions: the pod-affecting part of a spec, the hash that names it, and what the rollout asks to run.
 
-Changing anything here changes the pods, so it makes a new revision (and, with the
-Canary strategy, a canary). Replicas, autoscaling, the rollout settings and the
-Service do not: they apply to whatever revision runs.
+Changing anything in a RevisionTemplate changes the pods, so it makes a new revision (and, with
+the Canary strategy, a canary). Replicas, autoscaling, the rollout settings and the Service do
+not: they apply to whatever revision runs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import Field
 
-from modeldeploy.api.v1alpha1.types import (
-    ApiModel,
+from modeldeploy.api.base import ApiModel
+from modeldeploy.api.duration import Duration
+from modeldeploy.api.v1alpha1 import (
     Bento,
     BentoConfig,
-    Duration,
+    CanaryStep,
     EnvVar,
     LocalObjectReference,
     ModelDeploymentSpec,
     Placement,
     Resources,
 )
+from modeldeploy.model.digest import digest
+from modeldeploy.model.meta import Role
 
 REVISION_LENGTH = 10
 
-# Labels of every serving pod: which ModelDeployment, which revision, which role.
-NAME_LABEL = "modeldeploy.dev/name"
-REVISION_LABEL = "modeldeploy.dev/revision"
-ROLE_LABEL = "modeldeploy.dev/role"
-
-Role = Literal["stable", "canary"]
-
 
 class RevisionTemplate(ApiModel):
-    """Everything a model server pod is rendered from."""
+    """Everything a model server pod is rendered from; kept in status to render a revision again."""
 
     bento: Bento
     resources: Resources = Field(default_factory=Resources)
@@ -46,12 +40,11 @@ class RevisionTemplate(ApiModel):
     placement: Placement = Field(default_factory=Placement)
     service_account_name: str | None = None
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
-    startup_timeout: Duration = "10m"
+    startup_timeout: Duration = Duration("10m")
 
     @property
     def revision(self) -> str:
-        canonical = json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_LENGTH]
+        return digest(self.wire(), REVISION_LENGTH)
 
 
 def template_of(spec: ModelDeploymentSpec, default_runtime_image: str | None = None) -> RevisionTemplate:
@@ -74,6 +67,11 @@ def template_of(spec: ModelDeploymentSpec, default_runtime_image: str | None = N
         image_pull_secrets=spec.image_pull_secrets,
         startup_timeout=spec.startup_timeout,
     )
+
+
+def steps_hash(steps: Sequence[CanaryStep]) -> str:
+    """Names a list of canary steps, so an edit of them during a canary is seen (status.canary.stepsHash)."""
+    return digest([step.wire() for step in steps], REVISION_LENGTH)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
-"""Names, labels and owner references shared by every child."""
+"""Names, labels and owner references every child carries: how the operator finds its children again."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
-from modeldeploy.api.v1alpha1.revision import NAME_LABEL, ROLE_LABEL, Role
 
+# Labels of every serving pod: which ModelDeployment, which revision, which role.
+NAME_LABEL = "modeldeploy.dev/name"
+REVISION_LABEL = "modeldeploy.dev/revision"
+ROLE_LABEL = "modeldeploy.dev/role"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "modeldeploy"
-HTTP_PORT = 3000
+
+Role = Literal["stable", "canary"]
 
 
 def child_name(md: ModelDeployment, role: Role = "stable") -> str:
@@ -32,7 +36,7 @@ def selector(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
 
 def labels(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
     bento_name, _ = md.spec.bento.name_and_version
-    out = {
+    return {
         "app.kubernetes.io/name": label_value(bento_name) or "model",
         "app.kubernetes.io/instance": md.name,
         "app.kubernetes.io/component": "model-server",
@@ -40,7 +44,6 @@ def labels(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
         MANAGED_BY: MANAGER,
         **selector(md, role),
     }
-    return out
 
 
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
@@ -48,7 +51,7 @@ def owner_reference(md: ModelDeployment) -> dict[str, Any]:
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": md.name,
-        "uid": md.metadata.get("uid", ""),
+        "uid": md.metadata.uid or "",
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -56,6 +59,6 @@ def owner_reference(md: ModelDeployment) -> dict[str, Any]:
 
 def metadata(md: ModelDeployment, name: str, role: Role | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": md.namespace, "labels": labels(md, role)}
-    if md.metadata.get("uid"):
+    if md.metadata.uid:
         meta["ownerReferences"] = [owner_reference(md)]
     return meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modeldeploy.api.v1alpha1.types import CheckResult
+from modeldeploy.api.v1alpha1 import CheckResult
 
 Verdict = Literal["Passed", "Failed", "NoData"]
 

@@ -1,0 +1,139 @@
+"""How a new revision reaches the pods: the strategy, the canary steps, their analysis, the traffic routing."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import Field
+
+from modeldeploy.api.base import ApiModel
+from modeldeploy.api.duration import Duration
+from modeldeploy.api.rules import Rule
+
+
+def _sorted_strictly(values: list[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(values))
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary: a traffic weight held for a pause, then judged."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of traffic the canary receives at this step.")
+    pause: Duration = Field(default=Duration("1m"), description="How long the weight is held, for example 60s or 2m.")
+
+
+class PrometheusSource(ApiModel):
+    """The Prometheus that scrapes the model servers' /metrics."""
+
+    address: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090.",
+    )
+    revision_label: str = Field(
+        default="modeldeploy_dev_revision",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description=(
+            "Series label carrying the pod's modeldeploy.dev/revision label, as your scrape "
+            "configuration relabels it (the default matches the scrape job in docs/analysis.md)."
+        ),
+    )
+    namespace_label: str = Field(
+        default="namespace",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="Series label carrying the pod's namespace.",
+    )
+
+
+class Analysis(ApiModel):
+    """How a canary is judged at each step, on BentoML's own request metrics."""
+
+    prometheus: PrometheusSource = Field(description="Where the metrics are queried.")
+    interval: Duration = Field(default=Duration("30s"), description="Time between two measurements.")
+    failure_limit: int = Field(
+        default=2, ge=1, le=100, description="Failed measurements after which the canary is rolled back."
+    )
+    min_requests: int = Field(
+        default=100,
+        ge=0,
+        description="Requests the canary must have served in a window before it can pass: no promotion on no data.",
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest share of 5xx responses, 0.01 being 1%."
+    )
+    max_latency_p99: Duration | None = Field(
+        default=None, description="Highest 99th percentile of request duration, for example 500ms."
+    )
+    no_data_timeout: Duration = Field(
+        default=Duration("10m"),
+        description="How long a step may wait for minRequests before the canary fails for lack of data.",
+    )
+
+
+class GatewayParentRef(ApiModel):
+    """A Gateway the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, description="Name of the Gateway.")
+    namespace: str | None = Field(
+        default=None, description="Namespace of the Gateway; the ModelDeployment's when unset."
+    )
+    section_name: str | None = Field(default=None, description="Listener of the Gateway to attach to.")
+
+
+class GatewayRoute(ApiModel):
+    """The Gateway API HTTPRoute that splits traffic exactly."""
+
+    parent_refs: list[GatewayParentRef] = Field(
+        min_length=1, max_length=32, description="Gateways the HTTPRoute attaches to."
+    )
+    hostnames: list[str] = Field(default_factory=list, max_length=16, description="Hostnames the route matches.")
+
+
+class Rollout(ApiModel):
+    """How a change of the pod-affecting spec (a new bento, say) reaches the pods."""
+
+    crd_rules = (
+        Rule(
+            cel=(
+                "self.steps.map(s, s.weight).isSorted() && "
+                "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))"
+            ),
+            message="step weights must be strictly increasing",
+            field_path=".steps",
+            check=lambda r: _sorted_strictly([s.weight for s in r.steps]),
+        ),
+        Rule(
+            cel="self.trafficRouting != 'GatewayAPI' || has(self.gateway)",
+            message="gateway is required when trafficRouting is GatewayAPI",
+            field_path=".gateway",
+            check=lambda r: r.traffic_routing != "GatewayAPI" or r.gateway is not None,
+        ),
+    )
+
+    strategy: Literal["Canary", "Rolling"] = Field(
+        default="Canary",
+        description=(
+            "Canary: a new revision beside the stable one, judged step by step. Rolling: replace pods in place."
+        ),
+    )
+    steps: list[CanaryStep] = Field(
+        default_factory=lambda: [CanaryStep(weight=10, pause="1m"), CanaryStep(weight=50, pause="2m")],
+        min_length=1,
+        max_length=20,
+        description="Canary steps, weights strictly increasing; the canary is promoted after the last.",
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="Metric checks at each step; without it, a step passes when its pods are Ready."
+    )
+    traffic_routing: Literal["Replicas", "GatewayAPI"] = Field(
+        default="Replicas",
+        description=(
+            "Replicas: stable and canary pods behind one Service, the weight approximated by replica counts "
+            "(any cluster). GatewayAPI: an HTTPRoute with exact weights."
+        ),
+    )
+    gateway: GatewayRoute | None = Field(default=None, description="The HTTPRoute's Gateways, for GatewayAPI.")
+    paused: bool = Field(default=False, description="Hold the canary at its current step until set back to false.")
+    progress_deadline: Duration = Field(
+        default=Duration("10m"), description="How long canary pods may take to become Ready before the canary fails."
+    )

@@ -1,0 +1,79 @@
+"""Raw Kubernetes objects read into the model: what a reconcile decides on, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from modeldeploy.model.meta import REVISION_LABEL, ROLE_LABEL
+from modeldeploy.model.observed import DeploymentState, PodProblem
+
+
+def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec", {})
+    status = obj.get("status", {}) or {}
+    labels = spec.get("template", {}).get("metadata", {}).get("labels", {}) or {}
+    conditions = {c.get("type"): c for c in status.get("conditions", []) or []}
+    progressing = conditions.get("Progressing", {})
+    failure = conditions.get("ReplicaFailure", {})
+    owners = frozenset(
+        entry.get("manager", "")
+        for entry in meta.get("managedFields", []) or []
+        if "f:replicas" in (entry.get("fieldsV1", {}).get("f:spec", {}) or {})
+    )
+    return DeploymentState(
+        name=meta.get("name", ""),
+        revision=labels.get(REVISION_LABEL),
+        generation=int(meta.get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+        spec_replicas=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas", 0)),
+        updated_replicas=int(status.get("updatedReplicas", 0)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        available_replicas=int(status.get("availableReplicas", 0)),
+        progress_deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        replica_failure=failure.get("message") if failure.get("status") == "True" else None,
+        replicas_owned_by=owners,
+    )
+
+
+_WAITING_REASONS = {
+    "ImagePullBackOff": ("ImagePullFailed", True),
+    "ErrImagePull": ("ImagePullFailed", True),
+    "InvalidImageName": ("ImagePullFailed", True),
+    "CrashLoopBackOff": ("CrashLoop", True),
+    "CreateContainerConfigError": ("ContainerConfigError", True),
+    "CreateContainerError": ("ContainerConfigError", True),
+    "RunContainerError": ("ContainerConfigError", True),
+}
+
+
+def pod_problems(pods: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
+    """The distinct problems of the given pods, one per (role, reason)."""
+    found: dict[tuple[str, str], PodProblem] = {}
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            continue
+        role = (meta.get("labels") or {}).get(ROLE_LABEL, "stable")
+        status = pod.get("status", {}) or {}
+        name = meta.get("name", "")
+        for cond in status.get("conditions", []) or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                message = f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
+                found.setdefault((role, "Unschedulable"), PodProblem(role, "Unschedulable", message, False))
+        statuses = [("init container", s) for s in status.get("initContainerStatuses", []) or []]
+        statuses += [("container", s) for s in status.get("containerStatuses", []) or []]
+        for what, cs in statuses:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            mapped = _WAITING_REASONS.get(waiting.get("reason", ""))
+            if mapped is None:
+                continue
+            reason, fatal = mapped
+            if what == "init container" and cs.get("name") == "fetch-bento" and reason == "CrashLoop":
+                reason = "BentoFetchFailed"
+            detail = waiting.get("message") or waiting.get("reason")
+            message = f"{what} {cs.get('name')} of pod {name}: {waiting.get('reason')}: {detail}"
+            found.setdefault((role, reason), PodProblem(role, reason, message, fatal))
+    return tuple(found.values())

@@ -1,0 +1,82 @@
+"""GatewayAPI routing: an HTTPRoute sends the canary its exact weight through the Service `<name>-canary`.
+
+The HTTPRoute is this router's own child: rendered here, and optional (the cluster may not
+serve the Gateway API), so a missing CRD holds new canaries with a condition instead of failing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.model.desired import Desired
+from modeldeploy.model.meta import child_name, metadata, selector
+from modeldeploy.routing.base import TrafficRouter, share
+
+ROUTE_KIND = "HTTPRoute"
+ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+
+
+class GatewayAPIRouter(TrafficRouter):
+    mode: ClassVar[str] = "GatewayAPI"
+    exact: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset({ROUTE_KIND})
+    canary_service: ClassVar[bool] = True
+    # The canary's weight goes to 0 in one reconcile and the canary goes in a later one, this long after,
+    # so the gateway has taken the new weights before the canary's pods terminate.
+    drain: ClassVar[timedelta | None] = timedelta(seconds=5)
+
+    def hold(self, unserved: frozenset[str]) -> tuple[str, str] | None:
+        if ROUTE_KIND not in unserved:
+            return None
+        # The stable revision still serves through its Service; no canary starts without its route.
+        return (
+            "GatewayAPIMissing",
+            f"trafficRouting is GatewayAPI but this cluster does not serve {ROUTE_KIND} ({ROUTE_API_VERSION}): "
+            "install the Gateway API CRDs or use trafficRouting: Replicas",
+        )
+
+    def service_selector(self, md: ModelDeployment) -> dict[str, str]:
+        # In-cluster clients of the Service keep getting the stable model; the route sends the canary its share.
+        return selector(md, "stable")
+
+    def _canary_share(self, capacity: int, weight: int, *, autoscaled: bool) -> int:
+        return share(capacity, weight)
+
+    def stable_replicas(self, capacity: int, *, canary_ready: int, canary_replicas: int) -> int:
+        return capacity  # exact weights need no replica arithmetic
+
+    def weight(self, *, route_weight: int, stable_ready: int, canary_ready: int) -> int:
+        return route_weight
+
+    def split(self, *, canary_ready: int, ready: int) -> str:
+        return f"exact weights through the {ROUTE_KIND}"
+
+
+def render_route(md: ModelDeployment, *, canary_weight: int, with_canary: bool) -> dict[str, Any]:
+    gateway = md.spec.rollout.gateway
+    assert gateway is not None
+    port = md.spec.service.port
+    backends: list[dict[str, Any]] = [
+        {"kind": "Service", "name": child_name(md, "stable"), "port": port, "weight": 100 - canary_weight}
+    ]
+    if with_canary:
+        backends.append({"kind": "Service", "name": child_name(md, "canary"), "port": port, "weight": canary_weight})
+    spec: dict[str, Any] = {
+        "parentRefs": [ref.wire() for ref in gateway.parent_refs],
+        "rules": [{"backendRefs": backends}],
+    }
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return {"apiVersion": ROUTE_API_VERSION, "kind": ROUTE_KIND, "metadata": metadata(md, md.name), "spec": spec}
+
+
+ROUTER = GatewayAPIRouter()
+
+
+def render_routes(desired: Desired) -> list[dict[str, Any]]:
+    """The HTTPRoute row of the table of child kinds."""
+    if not ROUTER.routes(desired.md):
+        return []
+    return [render_route(desired.md, canary_weight=desired.route_weight, with_canary=desired.canary is not None)]

@@ -1,0 +1,127 @@
+"""The table of child kinds is the one place a kind is registered: renderers, paths, routers and the chart's RBAC
+agree with it."""
+
+from __future__ import annotations
+
+import subprocess
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster.versions import ensure_binaries
+from modeldeploy.api.v1alpha1 import Rollout
+from modeldeploy.k8s.access import namespaced_grants
+from modeldeploy.k8s.children import CHILD_KINDS, WATCHED, render_children
+from modeldeploy.k8s.client import PLURALS, resource_path
+from modeldeploy.model.revision import RevisionPlan, template_of
+from modeldeploy.routing import ROUTERS
+
+from factories import md
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldeploy-operator"
+
+Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+def everything() -> list[dict[str, Any]]:
+    """Every kind of child at once: an autoscaled canary behind an HTTPRoute."""
+    model = md(
+        autoscaling={"maxReplicas": 4},
+        resources={"requests": {"cpu": "1"}},
+        rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+    )
+    template = template_of(model.spec)
+    stable = RevisionPlan("stable", template.revision, template, None)
+    return render_children(model, stable, RevisionPlan("canary", template.revision, template, 1), route_weight=10)
+
+
+class TestTable:
+    def test_each_row_renders_objects_of_its_own_kind_and_version(self) -> None:
+        rendered = {(o["apiVersion"], o["kind"]) for o in everything()}
+        assert rendered == {(kind.api_version, kind.kind) for kind in CHILD_KINDS}
+
+    def test_children_are_applied_in_table_order(self) -> None:
+        order = [kind.kind for kind in CHILD_KINDS]
+        kinds = [o["kind"] for o in everything()]
+        assert kinds == sorted(kinds, key=order.index)
+
+    def test_an_optional_kind_has_one_object_named_after_the_model_deployment(self) -> None:
+        for kind in CHILD_KINDS:
+            if kind.optional:
+                assert [o["metadata"]["name"] for o in everything() if o["kind"] == kind.kind] == ["iris"]
+
+    @pytest.mark.parametrize("kind", CHILD_KINDS, ids=lambda k: k.kind)
+    def test_client_path_comes_from_the_table(self, kind: Any) -> None:
+        prefix = "/api" if not kind.group else "/apis"
+        assert resource_path(kind.api_version, kind.kind, "ml", "iris") == (
+            f"{prefix}/{kind.api_version}/namespaces/ml/{kind.plural}/iris"
+        )
+
+    def test_optional_kinds_are_not_watched(self) -> None:
+        assert [k.kind for k in WATCHED] == [k.kind for k in CHILD_KINDS if not k.optional]
+        assert "HTTPRoute" not in {k.kind for k in WATCHED}
+
+
+class TestRouters:
+    def test_every_traffic_routing_mode_of_the_api_has_a_router(self) -> None:
+        modes = typing.get_args(Rollout.model_fields["traffic_routing"].annotation)
+        assert set(ROUTERS) == set(modes)
+
+    def test_what_a_router_needs_is_an_optional_child_kind(self) -> None:
+        optional = {k.kind for k in CHILD_KINDS if k.optional}
+        for router in ROUTERS.values():
+            assert router.needs <= optional, router.mode
+
+
+def triples(rules: list[dict[str, Any]]) -> set[Triple]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def derived() -> set[Triple]:
+    return {(g.group, r, v) for g in namespaced_grants() for r in g.resources for v in g.verbs}
+
+
+def chart(*values: str) -> list[dict[str, Any]]:
+    helm = ensure_binaries(("helm",))["helm"]
+    args = [str(helm), "template", "modeldeploy", str(CHART)]
+    for value in values:
+        args += ["--set", value]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def namespaced_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The roles holding what the operator does in watched namespaces (not the cluster-wide discovery one)."""
+    return [
+        d for d in docs if d["kind"] in ("ClusterRole", "Role") and not d["metadata"]["name"].endswith("-discovery")
+    ]
+
+
+class TestChartRbac:
+    def test_cluster_wide_role_grants_exactly_what_the_table_derives(self) -> None:
+        [role] = namespaced_roles(chart())
+        assert role["kind"] == "ClusterRole"
+        granted = triples(role["rules"])
+        assert granted - derived() == set(), "the chart grants more than the operator needs"
+        assert derived() - granted == set(), "the chart lacks rules: see modeldeploy.k8s.access"
+
+    def test_each_watched_namespace_gets_the_same_rules(self) -> None:
+        roles = namespaced_roles(chart("watchNamespaces={ml,staging}"))
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "staging"]
+        for role in roles:
+            assert role["kind"] == "Role"
+            assert triples(role["rules"]) == derived()
+
+    def test_everything_the_client_addresses_is_granted(self) -> None:
+        granted = {(group, resource) for group, resource, _ in derived()}
+        addressed = {(api_version.rpartition("/")[0], plural) for (api_version, _), plural in PLURALS.items()}
+        assert addressed - granted == set()
