@@ -24,7 +24,9 @@ from typing import Any
 
 from harness import Bench, bench_stack, now
 from localcluster.kit import condition, sample, wait_for
-from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, prometheus_binary, serving
+from localcluster.loadgen import Load
+from localcluster.prometheus import Prometheus
+from localcluster.realstack import BentoServer, BentoStore, serving
 from modeldeploy.api.duration import parse_duration
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
@@ -85,9 +87,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", nargs="*", default=["5s:2", "10s:2", "10s:3", "15s:2"])
     args = parser.parse_args()
-    if prometheus_binary() is None:
-        print("needs Debian's prometheus: apt-get install prometheus", file=sys.stderr)
-        return 2
     trials = [(t.split(":")[0], int(t.split(":")[1])) for t in args.trials]
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         root = Path(tmp)

@@ -28,7 +28,9 @@ from typing import Any
 
 from localcluster import LocalCluster
 from localcluster.kit import ROOT, Cluster, condition
-from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, serving
+from localcluster.loadgen import Load
+from localcluster.prometheus import Prometheus
+from localcluster.realstack import BentoServer, BentoStore, serving
 
 HERE = Path(__file__).resolve().parent
 

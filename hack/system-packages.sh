@@ -18,7 +18,6 @@ declare -A NEED=(
     [skopeo]=skopeo                         # image inspection in the local registry
     [/usr/include/seccomp.h]=libseccomp-dev # runc is built with seccomp support
     [gcc]=gcc                               # runc (cgo) and the pause binary
-    [prometheus]=prometheus                 # canary analysis against a real Prometheus (tests)
 )
 
 missing=()

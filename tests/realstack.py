@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from localcluster.realstack import PROMETHEUS_MISSING, BentoStore, Prometheus, prometheus_binary
+from localcluster.prometheus import Prometheus, prometheus_binary
+from localcluster.realstack import BentoStore
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +21,8 @@ def bento_store(tmp_path_factory: pytest.TempPathFactory) -> BentoStore:
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    """The prometheus executable; the test is skipped when it is not installed."""
-    binary = prometheus_binary()
-    if binary is None:
-        pytest.skip(PROMETHEUS_MISSING)
-    return binary
+    """The Prometheus 3 executable (built from the Go module proxy on first use)."""
+    return prometheus_binary()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, wait_for
-from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, serving
+from localcluster.loadgen import Load
+from localcluster.prometheus import Prometheus
+from localcluster.realstack import BentoServer, BentoStore, serving
 
 pytestmark = [pytest.mark.bento, pytest.mark.prometheus, pytest.mark.timeout(300)]
 

@@ -18,7 +18,7 @@ import pytest
 
 from localcluster import NODE_NAME
 from localcluster.kit import Cluster, Operator, condition, post_json, sample, service_url, wait_for, wait_ready
-from localcluster.realstack import Load, LoadStats
+from localcluster.loadgen import Load, LoadStats
 
 from clusterstack import ModelImages
 

@@ -29,10 +29,12 @@ from typing import Any
 import pytest
 import yaml
 
-from localcluster.realstack import BentoServer, BentoStore, Load, Prometheus, Target, free_port, serving
+from localcluster.loadgen import Load
+from localcluster.prometheus import Prometheus, Target
+from localcluster.realstack import BentoServer, BentoStore, free_port, serving
 from modeldeploy.analysis.prometheus import http_query, measure, measure_canary
-from modeldeploy.api.measurement import Measurement
-from modeldeploy.api.v1alpha1.types import Analysis
+from modeldeploy.api.v1alpha1 import Analysis
+from modeldeploy.model.measurement import Measurement
 
 from factories import md
 

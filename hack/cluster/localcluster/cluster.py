@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import controlplane as cp
-from localcluster import images, node, pki, registry
+from localcluster import hostnet, images, node, nodeconfig, pki, registry, teardown
 from localcluster.api import Api
 from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, http_ok, is_ours, spawn, stop
 from localcluster.process import wait as wait_until
@@ -46,7 +46,7 @@ NODE_PORTS = ("registry", "kubelet", "kubelet-healthz", "kube-proxy-healthz", "k
 # `down` stops processes tier by tier: the node's agents, then the node's runtime and services,
 # then the clients of the API server, the API server, etcd.
 STOP_TIERS = (
-    ("kube-proxy", "kubelet"),
+    ("kube-proxy", "kubelet", "traefik"),
     ("containerd",),
     ("coredns", "apiserver-relay", "registry"),
     ("kwok", "kube-scheduler", "kube-controller-manager"),
@@ -199,6 +199,32 @@ class LocalCluster:
             self._log,
         )
 
+    def start_component(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        health: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Start one more process for a running cluster (an add-on such as the Gateway), recorded
+        with the others so that `down` stops it, and wait until HEALTH answers 200."""
+        with self._lock():
+            state = self._read_state()
+            if state is None:
+                raise ClusterError(f"the cluster in {self.dir} is not up")
+            old = self._record(state, name)
+            if old is not None:
+                stop([[old]], log=self._log)
+            self._spawn(state, name, args, env)
+            self._wait_component(state, name, lambda: http_ok(health), time.monotonic() + timeout)
+
+    def component_alive(self, name: str) -> bool:
+        state = self._read_state()
+        rec = self._record(state, name) if state else None
+        return rec is not None and is_ours(rec)
+
     # ---- start ----------------------------------------------------------
 
     def _start(self, b: Binaries, deadline: float) -> ClusterInfo:
@@ -284,30 +310,32 @@ class LocalCluster:
     ) -> None:
         n = self.node
         n.dir.mkdir(parents=True, exist_ok=True)
-        node.record_host_state(n)
-        node.setup_network()
-        node.prepare(n, b, ports["registry"])
+        hostnet.record_host_state(n)
+        hostnet.setup_network()
+        nodeconfig.prepare(n, b, ports["registry"])
         registry_config = n.dir / "registry.yaml"
         registry_config.write_text(registry.config(ports["registry"]))
         registry.storage_dir().mkdir(parents=True, exist_ok=True)
         self._spawn(state, "registry", registry.args(b, registry_config))
-        self._spawn(state, "containerd", node.containerd_args(n), env=node.containerd_env(n))
-        self._spawn(state, "apiserver-relay", node.relay_args(ports["kube-apiserver"]))
-        for manifest in node.COREDNS_RBAC:
+        self._spawn(state, "containerd", nodeconfig.containerd_args(n), env=nodeconfig.containerd_env(n))
+        self._spawn(state, "apiserver-relay", nodeconfig.relay_args(ports["kube-apiserver"]))
+        for manifest in nodeconfig.COREDNS_RBAC:
             kind = manifest["kind"].lower() + "s"
             api.apply(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{manifest['metadata']['name']}", manifest)
-        self._spawn(state, "coredns", node.coredns_args(b, n, ports["coredns-health"]))
+        self._spawn(state, "coredns", nodeconfig.coredns_args(b, n, ports["coredns-health"]))
         self._wait_component(state, "registry", lambda: http_ok(registry.health_url(ports["registry"])), deadline)
         # The sandbox image must be in the registry before the kubelet's first pod.
         images.Builder(ports["registry"], self.dir / "images", self._log).prepare().pause()
         self._wait_component(state, "containerd", lambda: _unix_socket_ok(n.containerd_socket), deadline)
-        self._spawn(state, "kubelet", node.kubelet_args(b, n, ports["kubelet"], ports["kubelet-healthz"]))
+        self._spawn(state, "kubelet", nodeconfig.kubelet_args(b, n, ports["kubelet"], ports["kubelet-healthz"]))
         api.apply(
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
-            node.kubernetes_endpoints(ports["kube-apiserver"]),
+            nodeconfig.kubernetes_endpoints(ports["kube-apiserver"]),
         )
         self._spawn(
-            state, "kube-proxy", node.kube_proxy_args(b, n, ports["kube-proxy-healthz"], ports["kube-proxy-metrics"])
+            state,
+            "kube-proxy",
+            nodeconfig.kube_proxy_args(b, n, ports["kube-proxy-healthz"], ports["kube-proxy-metrics"]),
         )
         self._wait_component(
             state, "kubelet", lambda: http_ok(f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"), deadline
@@ -396,20 +424,10 @@ class LocalCluster:
         tiers = [records(t) for t in STOP_TIERS]
         stop([tiers[0]], log=log)  # kubelet and kube-proxy
         if with_node:
-            node.remove_pods(self.node, log)
+            teardown.remove_pods(self.node, log)
         stop([tiers[1]], log=log)  # containerd
         if with_node:
-            b = Binaries.pinned(state.get("versions"))
-            node.kill_leftovers(self.node, log)
-            node.kube_proxy_cleanup(b, self.node, log)
-            node.unmount_under(self.node.kubelet_root, self.node.containerd_state, log=log)
-            node.teardown_network()
-            node.remove_created_nft_tables(self.node)
-            node.remove_cgroups(log)
-            node.restore_sysctls(self.node, log)
-            node.forget_host_state(self.node)
-            for tree in (self.node.run_dir, self.node.kubelet_root, self.node.cni_data):
-                node.remove_tree(tree, log)
+            teardown.after_containerd(self.node, Binaries.pinned(state.get("versions")), log)
             node.NodeLock.release(self.dir)
         stop(tiers[2:], log=log)
 

@@ -60,7 +60,7 @@ DEBIAN_TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap", "gcc": "gcc", 
 Log = Callable[[str], None]
 
 
-def _digest(*parts: str | bytes) -> str:
+def digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(part if isinstance(part, bytes) else part.encode())
@@ -69,14 +69,12 @@ def _digest(*parts: str | bytes) -> str:
 
 
 def python_base_image() -> str:
-    tag = _digest(DEBIAN_SUITE, *DEBIAN_MIRRORS, *BASE_PACKAGES, json.dumps(BASE_ENV, sort_keys=True))
+    tag = digest(DEBIAN_SUITE, *DEBIAN_MIRRORS, *BASE_PACKAGES, json.dumps(BASE_ENV, sort_keys=True))
     return f"{REGISTRY_HOST}/modeldeploy/python-base:{PYTHON_VERSION}-{tag}"
 
 
 def runtime_image() -> str:
-    return (
-        f"{REGISTRY_HOST}/modeldeploy/bento-runtime:{_digest(python_base_image(), RUNTIME_REQUIREMENTS.read_bytes())}"
-    )
+    return f"{REGISTRY_HOST}/modeldeploy/bento-runtime:{digest(python_base_image(), RUNTIME_REQUIREMENTS.read_bytes())}"
 
 
 def operator_image() -> str:
@@ -84,7 +82,7 @@ def operator_image() -> str:
     inputs = [REPO_ROOT / "Dockerfile", REPO_ROOT / "pyproject.toml", REPO_ROOT / "requirements" / "lock.txt"]
     inputs += sorted(p for p in (REPO_ROOT / "operator").rglob("*.py"))
     parts = [python_base_image(), *(str(p.relative_to(REPO_ROOT)) for p in inputs), *(p.read_bytes() for p in inputs)]
-    return f"{REGISTRY_HOST}/modeldeploy/operator:{_digest(*parts)}"
+    return f"{REGISTRY_HOST}/modeldeploy/operator:{digest(*parts)}"
 
 
 def missing_tools() -> list[str]:
@@ -246,7 +244,7 @@ class Builder:
     def minio(self) -> str:
         """MinIO's static binary alone in an image (the model-store tests' S3 server)."""
         version = load_versions()["MINIO_VERSION"]
-        return self.ensure(f"{REGISTRY_HOST}/modeldeploy/minio:{_digest(version)}", self._build_minio, "minio")
+        return self.ensure(f"{REGISTRY_HOST}/modeldeploy/minio:{digest(version)}", self._build_minio, "minio")
 
     def _build_minio(self, image: str) -> None:
         binary = ensure_binaries(("minio",))["minio"]
@@ -258,7 +256,7 @@ class Builder:
         """The bento runtime image, also trusting CA_CERTIFICATE (a store's private CA)."""
         base = self.runtime()
         pem = ca_certificate.read_bytes()
-        image = f"{REGISTRY_HOST}/modeldeploy/bento-runtime-private-ca:{_digest(base, pem)}"
+        image = f"{REGISTRY_HOST}/modeldeploy/bento-runtime-private-ca:{digest(base, pem)}"
 
         def build(image: str) -> None:
             ctr = self.run("buildah", "from", "--quiet", "--tls-verify=false", base)

@@ -50,6 +50,10 @@ COMPONENT_BINARIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "registry": ("DISTRIBUTION_VERSION", ("registry",)),
     "coredns": ("COREDNS_VERSION", ("coredns",)),
     "minio": ("MINIO_VERSION", ("minio",)),
+    "prometheus": ("PROMETHEUS_VERSION", ("prometheus",)),
+    "traefik": ("TRAEFIK_VERSION", ("traefik",)),
+    "keda": ("KEDA_VERSION", ("keda-operator", "keda-adapter")),
+    "metrics-server": ("METRICS_SERVER_VERSION", ("metrics-server",)),
 }
 CONTROL_PLANE_COMPONENTS = ("kubernetes", "etcd", "kwok", "helm")
 NODE_COMPONENTS = ("containerd", "runc", "crictl", "registry", "coredns")
@@ -66,7 +70,10 @@ class Binaries:
     def pinned(cls, versions: Mapping[str, str] | None = None) -> Binaries:
         v = versions or load_versions()
         bin_dir = cache_dir() / "bin"
-        paths = {name: bin_dir / f"{name}-{v[key]}" for key, names in COMPONENT_BINARIES.values() for name in names}
+        # Versions recorded by an older run may lack the keys of components added since.
+        paths = {
+            name: bin_dir / f"{name}-{v[key]}" for key, names in COMPONENT_BINARIES.values() if key in v for name in names
+        }
         return cls(paths=paths, kwok_stages=cache_dir() / "kwok" / v["KWOK_VERSION"] / "stages")
 
     def __getitem__(self, name: str) -> Path:
