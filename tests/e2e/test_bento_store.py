@@ -198,12 +198,18 @@ def answers(cluster: Cluster, namespace: str) -> None:
 
 
 def fetch_failed(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     def degraded() -> dict[str, Any] | None:
         md = cluster.get("modeldeployment", "iris", namespace) or {}
-        cond = condition(md, "Degraded")
-        return cond if cond.get("status") == "True" and cond.get("reason") == "BentoFetchFailed" else None
+        seen.update(condition(md, "Degraded"))
+        return seen if seen.get("status") == "True" and seen.get("reason") == "BentoFetchFailed" else None
 
-    return wait_for(degraded, timeout=240, what="Degraded: BentoFetchFailed")
+    try:
+        # Reported from the first failed import, not only once the kubelet backs off.
+        return wait_for(degraded, timeout=90, what="Degraded: BentoFetchFailed")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the Degraded condition: {seen}") from None
 
 
 class TestFetchedFromAStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from modeldeploy.model.meta import REVISION_LABEL, ROLE_LABEL
+from modeldeploy.model.meta import BENTO_SOURCE_ENV, FETCH_CONTAINER, REVISION_LABEL, ROLE_LABEL
 from modeldeploy.model.observed import DeploymentState, PodProblem
 
 
@@ -38,6 +38,9 @@ def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
     )
 
 
+# How much of what a failed container said goes into a condition (its last line, at most).
+MESSAGE_LIMIT = 300
+
 _WAITING_REASONS = {
     "ImagePullBackOff": ("ImagePullFailed", True),
     "ErrImagePull": ("ImagePullFailed", True),
@@ -47,6 +50,28 @@ _WAITING_REASONS = {
     "CreateContainerError": ("ContainerConfigError", True),
     "RunContainerError": ("ContainerConfigError", True),
 }
+
+
+def _fetch_problem(pod: Mapping[str, Any], cs: Mapping[str, Any], role: str) -> PodProblem | None:
+    """The bento could not be fetched: named with the store URI and what the import said.
+
+    Reported from the first failed attempt; it is fatal (a canary is rolled back) once the kubelet
+    is backing off, that is, when retrying has not helped.
+    """
+    state, last = cs.get("state") or {}, cs.get("lastState") or {}
+    terminated = state.get("terminated") or last.get("terminated") or {}
+    if not terminated or terminated.get("exitCode") == 0:
+        return None
+    init: Mapping[str, Any] = next(
+        (c for c in pod.get("spec", {}).get("initContainers", []) if c.get("name") == FETCH_CONTAINER), {}
+    )
+    source = next((e.get("value") for e in init.get("env", []) if e.get("name") == BENTO_SOURCE_ENV), None)
+    said = [line.strip() for line in (terminated.get("message") or "").splitlines() if line.strip()]
+    detail = said[-1][:MESSAGE_LIMIT] if said else f"exit code {terminated.get('exitCode')}"
+    backing_off = (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+    name = pod.get("metadata", {}).get("name", "")
+    message = f"init container {FETCH_CONTAINER} of pod {name} could not import {source or 'the bento'}: {detail}"
+    return PodProblem(role, "BentoFetchFailed", message, fatal=backing_off)
 
 
 def pod_problems(pods: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
@@ -66,13 +91,16 @@ def pod_problems(pods: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
         statuses = [("init container", s) for s in status.get("initContainerStatuses", []) or []]
         statuses += [("container", s) for s in status.get("containerStatuses", []) or []]
         for what, cs in statuses:
+            if what == "init container" and cs.get("name") == FETCH_CONTAINER:
+                fetch = _fetch_problem(pod, cs, role)
+                if fetch is not None:
+                    found.setdefault((role, fetch.reason), fetch)
+                    continue
             waiting = (cs.get("state") or {}).get("waiting") or {}
             mapped = _WAITING_REASONS.get(waiting.get("reason", ""))
             if mapped is None:
                 continue
             reason, fatal = mapped
-            if what == "init container" and cs.get("name") == "fetch-bento" and reason == "CrashLoop":
-                reason = "BentoFetchFailed"
             detail = waiting.get("message") or waiting.get("reason")
             message = f"{what} {cs.get('name')} of pod {name}: {waiting.get('reason')}: {detail}"
             found.setdefault((role, reason), PodProblem(role, reason, message, fatal))

@@ -13,6 +13,10 @@ REVISION_LABEL = "modeldeploy.dev/revision"
 ROLE_LABEL = "modeldeploy.dev/role"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "modeldeploy"
+# The init container that imports a bento from its store, and the variable on it naming the
+# archive as the spec's store URI says it (pvc:// included), for the conditions to quote.
+FETCH_CONTAINER = "fetch-bento"
+BENTO_SOURCE_ENV = "MODELDEPLOY_BENTO_SOURCE"
 
 Role = Literal["stable", "canary"]
 

@@ -12,7 +12,15 @@ import yaml
 
 from modeldeploy.api.v1alpha1 import BentoConfig, ModelDeployment
 from modeldeploy.model.desired import Desired
-from modeldeploy.model.meta import REVISION_LABEL, child_name, labels, metadata, selector
+from modeldeploy.model.meta import (
+    BENTO_SOURCE_ENV,
+    FETCH_CONTAINER,
+    REVISION_LABEL,
+    child_name,
+    labels,
+    metadata,
+    selector,
+)
 from modeldeploy.model.revision import RevisionPlan, RevisionTemplate
 
 HTTP_PORT = 3000
@@ -101,18 +109,21 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def archive_location(template: RevisionTemplate) -> str:
-    """Where the init container finds the bento archive: a URL, or a path on the mounted claim."""
+def archive_uri(template: RevisionTemplate) -> str:
+    """The archive as the spec names it: the store URI and <name>-<version>.bento."""
     bento = template.bento
     assert bento.tag is not None
     assert bento.store is not None
     name, version = bento.name_and_version
-    archive = f"{name}-{version}.bento"
-    uri = bento.store.uri
+    return bento.store.uri.rstrip("/") + f"/{name}-{version}.bento"
+
+
+def archive_location(template: RevisionTemplate) -> str:
+    """Where the init container finds the bento archive: a URL, or a path on the mounted claim."""
+    uri = archive_uri(template)
     if uri.startswith("pvc://"):
-        path = urlsplit(uri).path.lstrip("/")
-        return posixpath.join(STORE_MOUNT, path, archive)
-    return uri.rstrip("/") + "/" + archive
+        return posixpath.join(STORE_MOUNT, urlsplit(uri).path.lstrip("/"))
+    return uri
 
 
 def _probes(template: RevisionTemplate) -> dict[str, Any]:
@@ -159,15 +170,19 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
             volumes.append({"name": "bento-store", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
             fetch_mounts.append({"name": "bento-store", "mountPath": STORE_MOUNT, "readOnly": True})
         fetch: dict[str, Any] = {
-            "name": "fetch-bento",
+            "name": FETCH_CONTAINER,
             "image": image,
             "command": ["bentoml", "import", archive_location(template)],
             "env": [
+                {"name": BENTO_SOURCE_ENV, "value": archive_uri(template)},
                 {"name": "BENTOML_HOME", "value": BENTOML_HOME},
                 {"name": "BENTOML_DO_NOT_TRACK", "value": "1"},
                 {"name": "TMPDIR", "value": TMP_DIR},
             ],
             "volumeMounts": fetch_mounts,
+            # What made the import fail (bentoml's last line) becomes the container's termination
+            # message, which the operator quotes in the BentoFetchFailed condition.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": _container_security(),
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         }
