@@ -71,9 +71,8 @@ class Binaries:
         v = versions or load_versions()
         bin_dir = cache_dir() / "bin"
         # Versions recorded by an older run may lack the keys of components added since.
-        paths = {
-            name: bin_dir / f"{name}-{v[key]}" for key, names in COMPONENT_BINARIES.values() if key in v for name in names
-        }
+        known = [(key, names) for key, names in COMPONENT_BINARIES.values() if key in v]
+        paths = {name: bin_dir / f"{name}-{v[key]}" for key, names in known for name in names}
         return cls(paths=paths, kwok_stages=cache_dir() / "kwok" / v["KWOK_VERSION"] / "stages")
 
     def __getitem__(self, name: str) -> Path:
