@@ -19,6 +19,7 @@ import dataclasses
 import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,7 @@ def gateway_manifests(port: int) -> list[dict[str, Any]]:
 @dataclasses.dataclass(frozen=True)
 class Gateway:
     address: str  # 127.0.0.1:PORT, Traefik's entry point on this host
+    api: str  # 127.0.0.1:PORT, Traefik's own API (and ping)
     namespace: str = GATEWAY_NAMESPACE
     name: str = GATEWAY_NAME
 
@@ -247,6 +249,24 @@ class Gateway:
     def parent_ref(self) -> dict[str, str]:
         """What an HTTPRoute (or a ModelDeployment's gateway/expose settings) names to attach to it."""
         return {"name": self.name, "namespace": self.namespace}
+
+    def weights(self, namespace: str, route: str) -> dict[str, int]:
+        """The backend weights Traefik has programmed for an HTTPRoute: {Service name: weight}."""
+        with urllib.request.urlopen(f"http://{self.api}/api/http/services", timeout=5) as response:
+            services = json.loads(response.read())
+        prefix = f"httproute-{namespace}-{route}-"
+        for service in services:
+            if service.get("name", "").startswith(prefix) and "weighted" in service:
+                return {
+                    _backend(backend["name"], namespace): int(backend.get("weight", 1))
+                    for backend in service["weighted"].get("services", [])
+                }
+        return {}
+
+
+def _backend(traefik_name: str, namespace: str) -> str:
+    """Traefik names a Service backend <namespace>-<service>-<protocol>-<port>: the Service's name."""
+    return traefik_name.split("@", 1)[0].removeprefix(f"{namespace}-").rsplit("-", 2)[0]
 
 
 def ensure_gateway(local: LocalCluster) -> Gateway:
@@ -256,13 +276,13 @@ def ensure_gateway(local: LocalCluster) -> Gateway:
         raise ClusterError("the Gateway forwards to the real node's pods: start the cluster with its real node")
     record = local.dir / "gateway"
     kubectl = _kubectl(info)
-    if record.exists() and local.component_alive("traefik"):
-        address = record.read_text().strip()
-        port = int(address.rpartition(":")[2])
-        _apply(kubectl, gateway_manifests(port))
-        _wait_programmed(kubectl)
-        return Gateway(address)
+    # Always: a test may have deleted the HTTPRoute CRD to see the operator without it.
     install_gateway_api_crds(info.kubeconfig, info.kubectl)
+    if record.exists() and local.component_alive("traefik"):
+        address, api = record.read_text().split()
+        _apply(kubectl, gateway_manifests(int(address.rpartition(":")[2])))
+        _wait_programmed(kubectl)
+        return Gateway(address, api)
     port, ping = free_ports(2)
     _apply(kubectl, gateway_manifests(port))
     token = kubectl("create", "token", "traefik", "-n", GATEWAY_NAMESPACE, "--duration=48h").strip()
@@ -276,8 +296,14 @@ def ensure_gateway(local: LocalCluster) -> Gateway:
         f"--entryPoints.traefik.address=127.0.0.1:{ping}",
         "--ping=true",
         "--ping.entryPoint=traefik",
+        # Traefik's own API on that loopback port: what it has programmed (tests wait for weights).
+        "--api=true",
+        "--api.insecure=true",
         "--providers.kubernetesgateway=true",
         "--providers.kubernetesgateway.throttleDuration=0s",
+        # Idle connections to the model servers are dropped before uvicorn's own 5 s keep-alive
+        # timeout closes them: otherwise a request sent on one the server just closed is a 502.
+        "--serversTransport.forwardingTimeouts.idleConnTimeout=3s",
         "--log.level=WARN",
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
@@ -285,9 +311,9 @@ def ensure_gateway(local: LocalCluster) -> Gateway:
     # Traefik's Gateway provider takes KUBECONFIG (set here, whatever the caller's is): the token
     # stays in a file of mode 0600, off the command line.
     local.start_component("traefik", args, health=f"http://127.0.0.1:{ping}/ping", env={"KUBECONFIG": str(kubeconfig)})
-    record.write_text(f"127.0.0.1:{port}\n")
+    record.write_text(f"127.0.0.1:{port} 127.0.0.1:{ping}\n")
     _wait_programmed(kubectl)
-    return Gateway(f"127.0.0.1:{port}")
+    return Gateway(f"127.0.0.1:{port}", f"127.0.0.1:{ping}")
 
 
 def _apply(kubectl: Any, manifests: list[dict[str, Any]]) -> None:

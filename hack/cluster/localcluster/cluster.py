@@ -217,6 +217,7 @@ class LocalCluster:
             old = self._record(state, name)
             if old is not None:
                 stop([[old]], log=self._log)
+            state.setdefault("health", {})[name] = health
             self._spawn(state, name, args, env)
             self._wait_component(state, name, lambda: http_ok(health), time.monotonic() + timeout)
 
@@ -475,6 +476,8 @@ class LocalCluster:
         }
         if name in checks:
             return checks[name]()
+        if name in state.get("health", {}):  # an add-on started with start_component
+            return http_ok(state["health"][name])
         return http_ok(cp.health_urls(ports)[name])
 
     def _healthy_info(self) -> ClusterInfo | None:

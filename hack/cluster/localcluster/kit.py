@@ -185,16 +185,52 @@ def service_url(cluster: Cluster, name: str, namespace: str) -> str:
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
-def post_json(url: str, body: object, timeout: float = 30.0) -> tuple[int, Any]:
+def post_json(url: str, body: object, timeout: float = 30.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """POST JSON, return (status, decoded answer); an HTTP error status is returned, not raised."""
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
+
+
+PodCounts = dict[str, tuple[str, float]]  # pod name -> (role, requests answered)
+
+
+def request_counts(cluster: Cluster, namespace: str, name: str, endpoint: str = "/classify") -> PodCounts:
+    """{pod: (role, requests answered)} of a ModelDeployment's running pods, from their own BentoML
+    counters (bentoml_service_request_total at each pod's /metrics, read at the pod's IP)."""
+    pods = cluster.json("get", "pods", "-n", namespace, "-l", f"modeldeploy.dev/name={name}")["items"]
+    counts: PodCounts = {}
+    wanted = f'endpoint="{endpoint}"'
+    for pod in pods:
+        ip = pod["status"].get("podIP")
+        if not ip or pod["metadata"].get("deletionTimestamp"):
+            continue
+        with urllib.request.urlopen(f"http://{ip}:3000/metrics", timeout=10) as response:
+            text = response.read().decode()
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("bentoml_service_request_total{") and wanted in line
+        )
+        counts[pod["metadata"]["name"]] = (pod["metadata"]["labels"].get("modeldeploy.dev/role", "stable"), total)
+    return counts
+
+
+def served_by_role(before: PodCounts, after: PodCounts) -> dict[str, float]:
+    """Requests each role answered between two readings of request_counts (pods seen in both)."""
+    served: dict[str, float] = {}
+    for pod, (role, count) in after.items():
+        if pod in before:
+            served[role] = served.get(role, 0.0) + count - before[pod][1]
+    return served
 
 
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:

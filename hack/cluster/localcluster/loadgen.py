@@ -10,11 +10,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+# The header the iris bentos' fault injection (IRIS_FAULT_RATE) puts on the 500s it answers.
+FAULT_HEADER = "x-iris-fault"
 # A row of sklearn's iris data (a setosa); the body Load sends by default.
 CLASSIFY_PAYLOAD: dict[str, Any] = {"input_series": [[5.1, 3.5, 1.4, 0.2]]}
 
@@ -26,8 +28,9 @@ class LoadStats:
     ok: int = 0  # 2xx
     client_errors: int = 0  # 4xx (and anything else that is not 2xx or 5xx)
     server_errors: int = 0  # 5xx
+    injected_errors: int = 0  # of those, the ones the iris bentos' fault injection answered (x-iris-fault)
     failures: int = 0  # no answer: refused, reset, timed out
-    latencies: list[float] = field(default_factory=list)  # seconds, of the answered requests
+    latencies: list[float] = field(default_factory=list, repr=False)  # seconds, of the answered requests
     last_error: str | None = None  # why the last failure had no answer
 
     @property
@@ -76,6 +79,8 @@ class Load:
         path: str = "/classify",
         payload: object | None = CLASSIFY_PAYLOAD,
         timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        keepalive: bool = True,
     ) -> None:
         if rate <= 0 or duration <= 0 or concurrency < 1:
             raise ValueError("rate and duration must be positive, concurrency at least 1")
@@ -87,6 +92,10 @@ class Load:
         self.path = path
         self.body = None if payload is None else json.dumps(payload).encode()
         self.timeout = timeout
+        self.headers = dict(headers or {})
+        # Without keep-alive every request opens its own connection, so kube-proxy picks an
+        # endpoint per request (with keep-alive, per connection).
+        self.keepalive = keepalive
         self.stats: dict[str, LoadStats] = {url: LoadStats() for url in self.urls}
         self.started = 0.0  # time.monotonic() at start
         self.ended = 0.0
@@ -150,6 +159,7 @@ class Load:
         parsed = urllib.parse.urlsplit(url)
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
         headers = {"Content-Type": "application/json"} if self.body is not None else {}
+        headers |= self.headers
         method = "GET" if self.body is None else "POST"
         stats = self.stats[url]
         conn: http.client.HTTPConnection | None = None
@@ -159,6 +169,7 @@ class Load:
                 if due is None or self._stop.wait(max(0.0, due - time.monotonic())):
                     return
                 status: int | None = None
+                injected = False
                 error: str | None = None
                 start = time.monotonic()
                 for attempt in (1, 2):
@@ -170,6 +181,10 @@ class Load:
                         response = conn.getresponse()
                         response.read()
                         status = response.status
+                        injected = response.getheader(FAULT_HEADER) is not None
+                        if not self.keepalive:
+                            conn.close()
+                            conn = None
                         break
                     except (OSError, http.client.HTTPException) as err:
                         conn.close()
@@ -190,6 +205,7 @@ class Load:
                             stats.ok += 1
                         elif 500 <= status < 600:
                             stats.server_errors += 1
+                            stats.injected_errors += injected
                         else:
                             stats.client_errors += 1
         except Exception as err:  # never let a worker die with a traceback in the test's thread hooks

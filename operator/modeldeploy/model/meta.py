@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, Bento, ModelDeployment
 
 # Labels of every serving pod: which ModelDeployment, which revision, which role.
 NAME_LABEL = "modeldeploy.dev/name"
@@ -38,8 +38,10 @@ def selector(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
     return out
 
 
-def labels(md: ModelDeployment, role: Role | None = None) -> dict[str, str]:
-    bento_name, _ = md.spec.bento.name_and_version
+def labels(md: ModelDeployment, role: Role | None = None, bento: Bento | None = None) -> dict[str, str]:
+    """The labels of a child, and of a revision's pods with that revision's BENTO: a canary of
+    another bento must not change the stable pods' labels (their template would roll)."""
+    bento_name, _ = (bento or md.spec.bento).name_and_version
     return {
         "app.kubernetes.io/name": label_value(bento_name) or "model",
         "app.kubernetes.io/instance": md.name,
