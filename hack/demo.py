@@ -1,53 +1,39 @@
-"""`make demo`: a canary of the `make up` iris sample, judged on real metrics, watched to its end.
+"""`make demo`: a canary of the `make up` iris model on the real node, judged on real metrics.
 
-The local cluster's pods are simulated by kwok, so the model servers of the two revisions run
-beside it on loopback (`bentoml serve` of the iris bento), under a bounded load, and a local
-Prometheus scrapes them with the labels its Kubernetes relabelling would give the pods
-(namespace, modeldeploy_dev_revision: docs/analysis.md). The operator knows nothing of this:
-it queries that Prometheus by revision, as it would in a real cluster.
+The model's pods run on the local cluster's real node; Prometheus (3.x, in the cluster) discovers
+them with the scrape job of docs/analysis.md; a bounded client load goes through the model's
+Service. The demo changes iris to the other example bento (iris-classifier <-> iris-onnx, built
+into the local registry on first use) with an analysis reading that Prometheus, prints
+`kubectl get md iris` whenever the line changes, each analysis measurement, the events, and what
+the client saw.
 
     python hack/demo.py                  # a healthy canary: promoted
     python hack/demo.py --fail-rate 0.3  # the canary answers 30% of requests with HTTP 500: rolled back
 
-It updates iris's image to the next tag (v1 -> v2 -> v3 ...), prints `kubectl get md iris` on
-each change until the canary is gone, then the events and the verdict, and stops every process
-it started. Needs `make up` running.
+Needs `make up` running.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from localcluster import LocalCluster
-from localcluster.kit import ROOT, Cluster, condition
+from localcluster import LocalCluster, addons, bentoimages
+from localcluster.kit import ROOT, Cluster, condition, service_url
 from localcluster.loadgen import Load
-from localcluster.prometheus import Prometheus
-from localcluster.realstack import BentoServer, BentoStore, serving
-
-HERE = Path(__file__).resolve().parent
 
 NAME, NAMESPACE = "iris", "default"
-RATE = 15  # requests per second to each model server
+RATE = 20  # client requests per second
+SERVICE_CLASSES = {"iris-classifier": "IrisClassifier", "iris-onnx": "IrisOnnxClassifier"}
 TIMEOUT_S = 300  # the whole rollout; the load stops then too
 
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-def next_image(image: str) -> str:
-    """registry/iris-classifier:v1 -> registry/iris-classifier:v2 (any other tag gets -next)."""
-    repo, _, tag = image.rpartition(":")
-    match = re.fullmatch(r"v(\d+)", tag)
-    return f"{repo}:v{int(match.group(1)) + 1}" if match else f"{image}-next"
 
 
 def analysis(prometheus_url: str) -> dict[str, Any]:
@@ -108,9 +94,9 @@ def main() -> int:
         parser.error(f"--fail-rate {args.fail_rate}: must be between 0 and 1")
 
     local = LocalCluster(ROOT / ".cluster")
-    if not local.is_up():
+    info = local.info()
+    if info is None or not local.is_up() or not info.real_node:
         raise SystemExit("no local cluster in .cluster/: run `make up` first")
-    info = local.up()
     cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)
     md = cluster.get("modeldeployment", NAME, NAMESPACE)
     # Available, not necessarily Ready: after a rollback, Ready stays False until the spec changes.
@@ -118,39 +104,34 @@ def main() -> int:
         raise SystemExit(f"{NAMESPACE}/{NAME} is not there and Available: run `make up` first")
     if md.get("status", {}).get("canary"):
         raise SystemExit(f"{NAMESPACE}/{NAME} already has a canary; wait for it to end")
-    stable = md["status"]["stable"]["revision"]
-    image = md["spec"]["bento"].get("image")
-    if not image:
-        raise SystemExit(f"{NAMESPACE}/{NAME} deploys a bento tag, not an image; the demo changes the image")
+    # The version that serves now (after a rollback the spec still names the one that failed).
+    serving = md["status"]["stable"]["bento"]
+    say("Prometheus in the cluster, and the other model version's image (built once)")
+    builder = info.image_builder(say)
+    prometheus = addons.ensure_prometheus(info, builder)
+    other = "iris-onnx" if serving.startswith("iris-classifier:") else "iris-classifier"
+    new_image = bentoimages.ensure(builder, other, "v1")
+    env = [e for e in md["spec"].get("env", []) if e["name"] != "IRIS_FAULT_RATE"]
+    if args.fail_rate:
+        env.append({"name": "IRIS_FAULT_RATE", "value": str(args.fail_rate)})
+    spec = {
+        "bento": {"image": new_image},
+        "env": env,
+        # BentoML's settings name the service class of the bento they apply to.
+        "bentoConfig": {"service": SERVICE_CLASSES[other]},
+        "rollout": {"analysis": analysis(prometheus.in_cluster_url)},
+    }
 
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
-        work = Path(tmp)
-        say("building the iris bento (first time: trains the model) and starting Prometheus")
-        store = BentoStore(work / "bentos")
-        v1, v2 = store.bento("v1"), store.bento("v2")
-        fault = {"IRIS_FAULT_RATE": str(args.fail_rate)} if args.fail_rate else {}
-        old, new = BentoServer(v1, work / "stable"), BentoServer(v2, work / "canary", fault)
-        with (
-            Prometheus(work / "prometheus") as prometheus,
-            serving([old, new]),
-            Load([old.url, new.url], rate=RATE, duration=TIMEOUT_S) as load,
-        ):
-            say(f"model servers: stable {old.url}, canary {new.url} ({args.fail_rate:.0%} fail), {RATE} req/s each")
-            spec = {"bento": {"image": next_image(image)}, "rollout": {"analysis": analysis(prometheus.url)}}
-            say(f"kubectl patch md {NAME} --type merge -p '{json.dumps({'spec': spec})}'")
-            cluster.kubectl("patch", "md", NAME, "-n", NAMESPACE, "--type", "merge", "-p", json.dumps({"spec": spec}))
-
-            # The canary's revision is known once the operator has started it; scrape from then on.
-            deadline = time.monotonic() + 60
-            while not (canary := canary_of(cluster)):
-                if time.monotonic() > deadline:
-                    raise SystemExit("no canary was started within 60s: see .cluster/logs/operator.log")
-                time.sleep(0.5)
-            revision = canary["revision"]
-            prometheus.scrape_revisions(NAMESPACE, {stable: old.address, revision: new.address}, wait=False)
-            final = watch(cluster, TIMEOUT_S)
-            answered = {url: (s.answered, s.error_rate) for url, s in load.stats.items()}
+    url = service_url(cluster, NAME, NAMESPACE)
+    # A connection per request, as many short-lived clients make: Replicas routing splits connections.
+    with Load([url], rate=RATE, duration=TIMEOUT_S, concurrency=4, keepalive=False) as load:
+        say(f"client: {RATE} requests/s to the iris Service ({url}); the canary fails {args.fail_rate:.0%}")
+        patch = json.dumps({"spec": spec})
+        say(f"kubectl patch md {NAME} --type merge -p '{patch}'")
+        cluster.kubectl("patch", "md", NAME, "-n", NAMESPACE, "--type", "merge", "-p", patch)
+        final = watch(cluster, TIMEOUT_S)
+    stats = load.stats[url]
     print(f"\n{'REASON':<18}MESSAGE")
     events = cluster.json("get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={NAME}")["items"]
 
@@ -161,18 +142,21 @@ def main() -> int:
         return str(last)[:19], int(event["metadata"]["resourceVersion"])
 
     for event in sorted(events, key=when):
-        if when(event)[0] >= started_at[:19]:
-            print(f"{event['reason']:<18}{event['message']}")
+        if event["involvedObject"]["kind"] == "ModelDeployment" and when(event)[0] >= started_at[:19]:
+            print(f"{event['reason']:<18}{event.get('message') or event.get('note', '')}")
     print()
     status = final.get("status", {})
     failed = status.get("failed")
-    if failed and failed.get("revision") == revision:
+    if failed and failed.get("at", "") >= started_at:
         say(f"rolled back: {failed['reason']}: {failed['message']}")
     else:
         say(f"promoted: stable is now {status.get('stable', {}).get('bento')}")
-    for url, (count, rate) in answered.items():
-        role = "stable" if url == old.url else "canary"
-        say(f"client side, {role}: {count} answers, {rate:.1%} errors")
+    say(
+        f"client side: {stats.sent} requests, {stats.ok} answered 2xx, {stats.server_errors} 5xx "
+        f"({stats.injected_errors} injected by the failing canary), {stats.failures} unanswered"
+    )
+    for at, code, body in stats.unexpected:
+        say(f"  unexpected {code} at T+{at:.1f}s: {body}")
     return 0
 
 

@@ -29,6 +29,8 @@ class LoadStats:
     client_errors: int = 0  # 4xx (and anything else that is not 2xx or 5xx)
     server_errors: int = 0  # 5xx
     injected_errors: int = 0  # of those, the ones the iris bentos' fault injection answered (x-iris-fault)
+    # (seconds since the start, status, the start of the body) of the other 5xx, for finding out why.
+    unexpected: list[tuple[float, int, str]] = field(default_factory=list, repr=False)
     failures: int = 0  # no answer: refused, reset, timed out
     latencies: list[float] = field(default_factory=list, repr=False)  # seconds, of the answered requests
     last_error: str | None = None  # why the last failure had no answer
@@ -179,7 +181,7 @@ class Load:
                     try:
                         conn.request(method, self.path, body=self.body, headers=headers)
                         response = conn.getresponse()
-                        response.read()
+                        body = response.read()
                         status = response.status
                         injected = response.getheader(FAULT_HEADER) is not None
                         if not self.keepalive:
@@ -206,6 +208,10 @@ class Load:
                         elif 500 <= status < 600:
                             stats.server_errors += 1
                             stats.injected_errors += injected
+                            if not injected:
+                                stats.unexpected.append(
+                                    (start - self.started, status, body[:200].decode(errors="replace"))
+                                )
                         else:
                             stats.client_errors += 1
         except Exception as err:  # never let a worker die with a traceback in the test's thread hooks
