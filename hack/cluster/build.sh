@@ -46,7 +46,7 @@ export CGO_ENABLED=0
 # touching the user's own Go build cache (see cleanup at the end of main).
 export GOCACHE="$CACHE/go-build"
 
-ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio prometheus traefik keda metrics-server)
+ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio prometheus traefik keda metrics-server kube-score)
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -372,15 +372,17 @@ build_wrapped() {
     log "$name $v: done in $((SECONDS - start))s"
 }
 
-# Prometheus 3 (module versions v0.3xx.y), with kubernetes_sd; its web UI needs assets built
-# with npm (tag builtinassets), so only its API is served: that is all the tests and the
-# operator's analysis use.
+# Prometheus 3 (module versions v0.3xx.y) with only the Kubernetes and file service discovery
+# (upstream's build tags remove_all_sd + enable_kubernetes_sd drop the cloud SDKs, half the
+# build); its web UI needs assets built with npm (tag builtinassets), so only its API is
+# served: that is all the tests and the operator's analysis use.
 build_prometheus() {
     local n="${PROMETHEUS_VERSION#v0.}"
     n="${n%%.*}"
     local release="${n:0:1}.${n:1}.${PROMETHEUS_VERSION##*.}" # module v0.316.0 is Prometheus 3.16.0
     go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus \
-        "-s -w -X github.com/prometheus/common/version.Version=$release -X github.com/prometheus/common/version.Branch=release"
+        "-s -w -X github.com/prometheus/common/version.Version=$release -X github.com/prometheus/common/version.Branch=release" \
+        "remove_all_sd,enable_kubernetes_sd"
 }
 
 # Traefik v3 serves the Gateway API (--providers.kubernetesgateway): the local cluster's gateway.
@@ -401,6 +403,12 @@ build_keda() {
 build_metrics_server() {
     go_install metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server \
         "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+}
+
+# kube-score: the static checks the production-readiness tests run on rendered objects and the chart.
+build_kube_score() {
+    go_install kube-score "$KUBE_SCORE_VERSION" github.com/zegl/kube-score/cmd/kube-score \
+        "-s -w -X main.version=${KUBE_SCORE_VERSION#v}"
 }
 
 build_helm() {
@@ -457,6 +465,7 @@ list() {
     echo "$BIN/keda-operator-$KEDA_VERSION"
     echo "$BIN/keda-adapter-$KEDA_VERSION"
     echo "$BIN/metrics-server-$METRICS_SERVER_VERSION"
+    echo "$BIN/kube-score-$KUBE_SCORE_VERSION"
     echo "$BIN/registry-$DISTRIBUTION_VERSION"
 }
 
@@ -470,7 +479,7 @@ main() {
     for arg in "$@"; do
         case "$arg" in
             --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
-            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server) components+=("$arg") ;;
+            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server|kube-score) components+=("$arg") ;;
             all) components+=("${ALL_COMPONENTS[@]}") ;;
             *) die "unknown component '$arg' (${ALL_COMPONENTS[*]}, all)" ;;
         esac
@@ -503,6 +512,7 @@ main() {
             traefik) build_traefik ;;
             keda) build_keda ;;
             metrics-server) build_metrics_server ;;
+            kube-score) build_kube_score ;;
             registry) build_registry ;;
         esac
     done

@@ -12,14 +12,22 @@ def cluster_role(name: str, rules: Sequence[dict[str, Any]], subject: dict[str, 
     """A ClusterRole with RULES and the ClusterRoleBinding that grants it to SUBJECT."""
     return [
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": list(rules)},
-        {
-            "apiVersion": f"{RBAC}/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": name},
-            "subjects": [subject],
-        },
+        binding(name, "ClusterRole", name, subject),
     ]
+
+
+def binding(
+    name: str, role_kind: str, role: str, subject: dict[str, str], namespace: str | None = None
+) -> dict[str, Any]:
+    """A ClusterRoleBinding (or, in NAMESPACE, a RoleBinding) of an existing role to SUBJECT."""
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "RoleBinding" if namespace else "ClusterRoleBinding",
+        "metadata": metadata,
+        "roleRef": {"apiGroup": RBAC, "kind": role_kind, "name": role},
+        "subjects": [subject],
+    }
 
 
 def service_account(name: str, namespace: str) -> dict[str, str]:

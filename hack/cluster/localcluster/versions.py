@@ -54,6 +54,7 @@ COMPONENT_BINARIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "traefik": ("TRAEFIK_VERSION", ("traefik",)),
     "keda": ("KEDA_VERSION", ("keda-operator", "keda-adapter")),
     "metrics-server": ("METRICS_SERVER_VERSION", ("metrics-server",)),
+    "kube-score": ("KUBE_SCORE_VERSION", ("kube-score",)),
 }
 CONTROL_PLANE_COMPONENTS = ("kubernetes", "etcd", "kwok", "helm")
 NODE_COMPONENTS = ("containerd", "runc", "crictl", "registry", "coredns")
