@@ -18,6 +18,7 @@ declare -A NEED=(
     [skopeo]=skopeo                         # image inspection in the local registry
     [/usr/include/seccomp.h]=libseccomp-dev # runc is built with seccomp support
     [gcc]=gcc                               # runc (cgo) and the pause binary
+    [tmux]=tmux                             # the terminal tests of `modeldeploy status --watch`
 )
 
 missing=()

@@ -310,7 +310,9 @@ def ensure_gateway(local: LocalCluster) -> Gateway:
     ]
     # Traefik's Gateway provider takes KUBECONFIG (set here, whatever the caller's is): the token
     # stays in a file of mode 0600, off the command line.
-    local.start_component("traefik", args, health=f"http://127.0.0.1:{ping}/ping", env={"KUBECONFIG": str(kubeconfig)})
+    local.start_component(
+        "traefik", args, health_url=f"http://127.0.0.1:{ping}/ping", env={"KUBECONFIG": str(kubeconfig)}
+    )
     record.write_text(f"127.0.0.1:{port} 127.0.0.1:{ping}\n")
     _wait_programmed(kubectl)
     return Gateway(f"127.0.0.1:{port}", f"127.0.0.1:{ping}")

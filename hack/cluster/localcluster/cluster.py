@@ -7,29 +7,24 @@ Layout of ``dir``: ``kubeconfig`` (admin), ``bin/`` (kubectl, helm), ``logs/<com
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import functools
-import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from localcluster import controlplane as cp
-from localcluster import hostnet, images, node, nodeconfig, pki, registry, teardown
+from localcluster import health, hostnet, images, node, nodeconfig, pki, registry, teardown
 from localcluster.api import Api
-from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, http_ok, is_ours, spawn, stop
+from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, is_ours, spawn, stop
 from localcluster.process import wait as wait_until
+from localcluster.state import STATE_VERSION, StateFile, record
 from localcluster.versions import (
     CONTROL_PLANE_COMPONENTS,
     NODE_COMPONENTS,
@@ -41,7 +36,6 @@ from localcluster.versions import (
 )
 
 DEFAULT_DIR = REPO_ROOT / ".cluster"
-STATE_VERSION = 2
 NODE_PORTS = ("registry", "kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics", "coredns-health")
 # `down` stops processes tier by tier: the node's agents, then the node's runtime and services,
 # then the clients of the API server, the API server, etcd.
@@ -108,7 +102,7 @@ class LocalCluster:
         self._log = log or _stderr_log
         self.kubeconfig = self.layout.kubeconfig
         self.bin_dir = self.layout.bin
-        self.state_file = self.dir / "state.json"
+        self.state = StateFile(self.dir)
 
     # ---- public API -----------------------------------------------------
 
@@ -119,12 +113,12 @@ class LocalCluster:
         start of the processes, not the builds.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
+        with self.state.lock():
             info = self._healthy_info()
             if info is not None and info.real_node >= self.real_node:
                 self._log(f"already up: {info.server}")
                 return info
-            if self.state_file.exists():
+            if self.state.exists():
                 self._log("stale state (a process died, is unhealthy, or no real node): cleaning up")
                 self._stop_recorded()
             components = CONTROL_PLANE_COMPONENTS + (NODE_COMPONENTS if self.real_node else ())
@@ -140,7 +134,7 @@ class LocalCluster:
         """Stop what this cluster started (nothing else): processes, pods, the node's network."""
         if not self.dir.exists():
             return
-        with self._lock():
+        with self.state.lock():
             self._stop_recorded()
 
     def is_up(self) -> bool:
@@ -148,17 +142,17 @@ class LocalCluster:
 
     def info(self) -> ClusterInfo | None:
         """The recorded cluster, whether or not it is healthy."""
-        state = self._read_state()
+        state = self.state.read()
         return self._info_from_state(state) if state else None
 
     def status(self) -> dict[str, Any]:
         """Per-component liveness and health, for humans and `status`."""
-        state = self._read_state()
+        state = self.state.read()
         if state is None:
             return {"dir": str(self.dir), "up": False, "components": {}}
         components: dict[str, Any] = {}
         for name in state["processes"]:
-            rec = self._record(state, name)
+            rec = record(state, name)
             alive = rec is not None and is_ours(rec)
             components[name] = {
                 "pid": rec.pid if rec else None,
@@ -188,7 +182,7 @@ class LocalCluster:
 
     def wait_for_default_service_account(self, namespace: str, timeout: float = 30.0) -> None:
         """Pods are rejected until a new namespace's `default` ServiceAccount exists."""
-        state = self._read_state()
+        state = self.state.read()
         if state is None:
             raise ClusterError("cluster is not up")
         api = Api(state["server"], self.layout.pki)
@@ -204,26 +198,27 @@ class LocalCluster:
         name: str,
         args: list[str],
         *,
-        health: str,
+        health_url: str,
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
     ) -> None:
         """Start one more process for a running cluster (an add-on such as the Gateway), recorded
-        with the others so that `down` stops it, and wait until HEALTH answers 200."""
-        with self._lock():
-            state = self._read_state()
+        with the others so that `down` stops it, and wait until HEALTH_URL answers 200."""
+        with self.state.lock():
+            state = self.state.read()
             if state is None:
                 raise ClusterError(f"the cluster in {self.dir} is not up")
-            old = self._record(state, name)
+            old = record(state, name)
             if old is not None:
                 stop([[old]], log=self._log)
-            state.setdefault("health", {})[name] = health
+            state.setdefault("health", {})[name] = health_url
             self._spawn(state, name, args, env)
-            self._wait_component(state, name, lambda: http_ok(health), time.monotonic() + timeout)
+            api = Api(state["server"], self.layout.pki)
+            self._wait_healthy(state, name, api, time.monotonic() + timeout)
 
     def component_alive(self, name: str) -> bool:
-        state = self._read_state()
-        rec = self._record(state, name) if state else None
+        state = self.state.read()
+        rec = record(state, name) if state else None
         return rec is not None and is_ours(rec)
 
     # ---- start ----------------------------------------------------------
@@ -262,32 +257,31 @@ class LocalCluster:
             # Whatever failed (or Ctrl-C): leave nothing running behind.
             self._stop_everything(state)
             raise
-        self._write_state(state)
+        self.state.write(state)
         return self._info_from_state(state)
 
     def _spawn(self, state: dict[str, Any], name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
         record = spawn(args, self.layout.logs / f"{name}.log", env)
         state["processes"][name] = dataclasses.asdict(record)
         # Written after each spawn so that an interrupted `up` can be cleaned up.
-        self._write_state(state)
+        self.state.write(state)
         self._log(f"started {name} (pid {record.pid}), log: {record.log}")
 
     def _start_control_plane(
         self, state: dict[str, Any], b: Binaries, ports: Mapping[str, int], api: Api, deadline: float
     ) -> None:
         layout = self.layout
-        health = cp.health_urls(ports)
         shutil.rmtree(layout.etcd_data, ignore_errors=True)
         self._spawn(state, "etcd", cp.etcd_args(b, layout, ports))
-        self._wait_component(state, "etcd", lambda: http_ok(health["etcd"]), deadline)
+        self._wait_healthy(state, "etcd", api, deadline)
         self._spawn(state, "kube-apiserver", cp.apiserver_args(b, layout, ports))
-        self._wait_component(state, "kube-apiserver", lambda: api.ok("/readyz"), deadline)
+        self._wait_healthy(state, "kube-apiserver", api, deadline)
         # These three only need the API server: start them together.
         self._spawn(state, "kube-controller-manager", cp.controller_manager_args(b, layout, ports))
         self._spawn(state, "kube-scheduler", cp.scheduler_args(b, layout, ports))
         self._spawn(state, "kwok", cp.kwok_args(b, layout, ports), env={"HOME": str(layout.dir / "kwok")})
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-            self._wait_component(state, name, functools.partial(http_ok, health[name]), deadline)
+            self._wait_healthy(state, name, api, deadline)
         for fake in self.nodes:
             api.request("POST", "/api/v1/nodes", fake.manifest())
         names = [n.name for n in self.nodes]
@@ -324,10 +318,10 @@ class LocalCluster:
             kind = manifest["kind"].lower() + "s"
             api.apply(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{manifest['metadata']['name']}", manifest)
         self._spawn(state, "coredns", nodeconfig.coredns_args(b, n, ports["coredns-health"]))
-        self._wait_component(state, "registry", lambda: http_ok(registry.health_url(ports["registry"])), deadline)
+        self._wait_healthy(state, "registry", api, deadline)
         # The sandbox image must be in the registry before the kubelet's first pod.
         images.Builder(ports["registry"], self.dir / "images", self._log).prepare().pause()
-        self._wait_component(state, "containerd", lambda: _unix_socket_ok(n.containerd_socket), deadline)
+        self._wait_healthy(state, "containerd", api, deadline)
         self._spawn(state, "kubelet", nodeconfig.kubelet_args(b, n, ports["kubelet"], ports["kubelet-healthz"]))
         api.apply(
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
@@ -338,9 +332,7 @@ class LocalCluster:
             "kube-proxy",
             nodeconfig.kube_proxy_args(b, n, ports["kube-proxy-healthz"], ports["kube-proxy-metrics"]),
         )
-        self._wait_component(
-            state, "kubelet", lambda: http_ok(f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"), deadline
-        )
+        self._wait_healthy(state, "kubelet", api, deadline)
         self._wait_component(
             state,
             "kubelet",
@@ -348,20 +340,16 @@ class LocalCluster:
             deadline,
             what=f"node {node.NODE_NAME} Ready and untainted",
         )
-        self._wait_component(
-            state,
-            "kube-proxy",
-            lambda: http_ok(f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"),
-            deadline,
-        )
-        self._wait_component(
-            state, "coredns", lambda: http_ok(f"http://127.0.0.1:{ports['coredns-health']}/health"), deadline
-        )
+        for name in ("kube-proxy", "coredns", "apiserver-relay"):
+            self._wait_healthy(state, name, api, deadline)
+
+    def _wait_healthy(self, state: dict[str, Any], name: str, api: Api, deadline: float) -> None:
+        self._wait_component(state, name, health.check(name, state, api, self.node), deadline)
 
     def _wait_component(
         self, state: dict[str, Any], name: str, check: Callable[[], bool], deadline: float, what: str | None = None
     ) -> None:
-        rec = self._record(state, name)
+        rec = record(state, name)
         if rec is None:
             raise ClusterError(f"{name} was never started")
 
@@ -405,10 +393,10 @@ class LocalCluster:
     # ---- stop -------------------------------------------------------------
 
     def _stop_recorded(self) -> None:
-        state = self._read_state()
+        state = self.state.read()
         if state is not None:
             self._stop_everything(state)
-        self.state_file.unlink(missing_ok=True)
+        self.state.remove()
         self.layout.kubeconfig.unlink(missing_ok=True)
         for name, _ in self._component_identities():
             self.layout.component_kubeconfig(name).unlink(missing_ok=True)
@@ -420,7 +408,7 @@ class LocalCluster:
         log = self._log
 
         def records(names: Sequence[str]) -> list[ProcessRecord]:
-            return [r for n in names if (r := self._record(state, n)) is not None]
+            return [r for n in names if (r := record(state, n)) is not None]
 
         tiers = [records(t) for t in STOP_TIERS]
         stop([tiers[0]], log=log)  # kubelet and kube-proxy
@@ -434,59 +422,16 @@ class LocalCluster:
 
     # ---- state ------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Serialise up/down of one directory across processes (pytest-xdist...)."""
-        with (self.dir / ".lock").open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def _read_state(self) -> dict[str, Any] | None:
-        try:
-            state: dict[str, Any] = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return state if state.get("version") == STATE_VERSION else None
-
-    def _write_state(self, state: Mapping[str, Any]) -> None:
-        # Atomic replace: a reader never sees a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, indent=2)
-        Path(tmp).replace(self.state_file)
-
-    @staticmethod
-    def _record(state: Mapping[str, Any], name: str) -> ProcessRecord | None:
-        raw = state.get("processes", {}).get(name)
-        return ProcessRecord(**raw) if raw else None
-
     def _component_healthy(self, name: str, state: Mapping[str, Any]) -> bool:
-        ports = state["ports"]
-        checks: dict[str, Callable[[], bool]] = {
-            "kube-apiserver": lambda: Api(state["server"], self.layout.pki).ok("/readyz"),
-            "registry": lambda: http_ok(registry.health_url(ports["registry"])),
-            "containerd": lambda: _unix_socket_ok(self.node.containerd_socket),
-            "kubelet": lambda: http_ok(f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"),
-            "kube-proxy": lambda: http_ok(f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"),
-            "coredns": lambda: http_ok(f"http://127.0.0.1:{ports['coredns-health']}/health"),
-            "apiserver-relay": lambda: _tcp_ok(node.NODE_IP, ports["kube-apiserver"]),
-        }
-        if name in checks:
-            return checks[name]()
-        if name in state.get("health", {}):  # an add-on started with start_component
-            return http_ok(state["health"][name])
-        return http_ok(cp.health_urls(ports)[name])
+        return health.check(name, state, Api(state["server"], self.layout.pki), self.node)()
 
     def _healthy_info(self) -> ClusterInfo | None:
         """Info of a running cluster whose processes are ours and whose API server is ready, else None."""
-        state = self._read_state()
+        state = self.state.read()
         if state is None or not self.layout.kubeconfig.exists():
             return None
         for name in state["processes"]:
-            rec = self._record(state, name)
+            rec = record(state, name)
             if rec is None or not is_ours(rec):
                 return None
         try:
@@ -510,24 +455,6 @@ class LocalCluster:
             versions=dict(state["versions"]),
             real_node=bool(state.get("real_node")),
         )
-
-
-def _unix_socket_ok(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(2)
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _tcp_ok(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _require_system_packages() -> None:
