@@ -46,7 +46,7 @@ export CGO_ENABLED=0
 # touching the user's own Go build cache (see cleanup at the end of main).
 export GOCACHE="$CACHE/go-build"
 
-ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio prometheus traefik keda metrics-server kube-score)
+ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio prometheus traefik keda metrics-server kube-score kstatus)
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -411,6 +411,20 @@ build_kube_score() {
         "-s -w -X main.version=${KUBE_SCORE_VERSION#v}"
 }
 
+# Our own small Go program (hack/kstatus): how the kstatus library reads an object (the GitOps
+# readiness tests). Cached under a digest of its sources, as it has no version of its own.
+kstatus_version() { cat "$HERE/../kstatus/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12; }
+
+build_kstatus() {
+    local v
+    v="$(kstatus_version)"
+    if all_present "$BIN/kstatus-$v"; then log "kstatus $v: cached"; return; fi
+    log "kstatus $v: go build hack/kstatus"
+    (cd "$HERE/../kstatus" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$WORK/kstatus-$v" . 2>&1) |
+        to_stderr || die "kstatus build failed"
+    install_bin "$WORK/kstatus-$v" kstatus "$v"
+}
+
 build_helm() {
     go_install helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
         "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
@@ -466,6 +480,7 @@ list() {
     echo "$BIN/keda-adapter-$KEDA_VERSION"
     echo "$BIN/metrics-server-$METRICS_SERVER_VERSION"
     echo "$BIN/kube-score-$KUBE_SCORE_VERSION"
+    echo "$BIN/kstatus-$(kstatus_version)"
     echo "$BIN/registry-$DISTRIBUTION_VERSION"
 }
 
@@ -479,7 +494,7 @@ main() {
     for arg in "$@"; do
         case "$arg" in
             --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
-            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server|kube-score) components+=("$arg") ;;
+            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server|kube-score|kstatus) components+=("$arg") ;;
             all) components+=("${ALL_COMPONENTS[@]}") ;;
             *) die "unknown component '$arg' (${ALL_COMPONENTS[*]}, all)" ;;
         esac
@@ -513,6 +528,7 @@ main() {
             keda) build_keda ;;
             metrics-server) build_metrics_server ;;
             kube-score) build_kube_score ;;
+            kstatus) build_kstatus ;;
             registry) build_registry ;;
         esac
     done

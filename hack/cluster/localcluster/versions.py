@@ -126,3 +126,10 @@ def install_gateway_api_crds(kubeconfig: Path | str, kubectl: Path | str | None 
     names = [n for n in applied.split() if n.startswith("customresourcedefinition")]
     if names:
         run([*base, "wait", "--for=condition=Established", "--timeout=60s", *names])
+
+
+def kstatus_binary() -> Path:
+    """hack/kstatus built (cached under a digest of its sources): how kstatus reads an object."""
+    run_build("kstatus")
+    listed = run(["bash", str(BUILD_SCRIPT), "--list"]).split()
+    return Path(next(p for p in listed if Path(p).name.startswith("kstatus-")))
