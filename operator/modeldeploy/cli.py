@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 from pydantic import ValidationError
@@ -16,6 +16,10 @@ from pydantic import ValidationError
 from modeldeploy import __version__
 from modeldeploy.api.errors import describe
 from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.model.policy import SERVICE_TYPES
+
+if TYPE_CHECKING:
+    from modeldeploy.rollout.config import PlanConfig
 
 EXIT_INVALID = 2
 
@@ -43,7 +47,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from modeldeploy.k8s.children import render_children
     from modeldeploy.model.observed import Observed
-    from modeldeploy.rollout.plan import PlanConfig, plan
+    from modeldeploy.rollout.config import refusal
+    from modeldeploy.rollout.plan import plan
+
+    try:
+        config = _plan_config(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
 
     try:
         docs = _load_modeldeployments(args.filename)
@@ -65,23 +76,51 @@ def cmd_render(args: argparse.Namespace) -> int:
                 print(f"error: ModelDeployment {name}: {line}", file=sys.stderr)
             failed = True
             continue
-        result = plan(md, Observed(now=datetime.now(UTC)), PlanConfig(args.default_runtime_image))
+        refused = refusal(md, config)
+        if refused is not None:
+            for line in refused.problems:
+                print(f"error: ModelDeployment {md.name}: {line}", file=sys.stderr)
+            failed = True
+            continue
+        result = plan(md, Observed(now=datetime.now(UTC)), config)
         out += render_children(md, result.stable, result.canary, route_weight=result.route_weight)
     _yaml_stream(out, sys.stdout)
     return EXIT_INVALID if failed else 0
 
 
+def _plan_config(args: argparse.Namespace) -> PlanConfig:
+    """The operator's settings from its flags; ValueError naming a flag that is wrong."""
+    from modeldeploy.api.v1alpha1.formats import pinned
+    from modeldeploy.model.policy import Policy
+    from modeldeploy.rollout.config import PlanConfig
+
+    image = args.default_runtime_image
+    if image is not None and not pinned(image):
+        raise ValueError(f"--default-runtime-image {image}: name a version, name:tag (not latest) or name@sha256:...")
+    policy = Policy(
+        allowed_service_types=tuple(getattr(args, "allowed_service_type", None) or SERVICE_TYPES),
+        allow_service_account_name=not getattr(args, "forbid_service_account_name", False),
+        metrics_allow=tuple(getattr(args, "metrics_allow", None) or ()),
+    )
+    return PlanConfig(image, policy)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from modeldeploy.analysis.prometheus import measure_canary
+    from modeldeploy.analysis.prometheus import measure_canary_async
+    from modeldeploy.analysis.runner import Measurements
     from modeldeploy.handlers import operator as _handlers  # registers the handlers
     from modeldeploy.handlers.operator import Settings
     from modeldeploy.handlers.reconciler import Reconciler
     from modeldeploy.k8s.client import Client
-    from modeldeploy.rollout.plan import PlanConfig
 
     del _handlers
+    try:
+        config = _plan_config(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     for noisy in ("kubernetes", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -89,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # kopf logs every handler call of every watched object; the reconciler says what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     client = Client.from_environment(pool_size=args.workers * 2)
-    reconciler = Reconciler(client=client, config=PlanConfig(args.default_runtime_image), measure=measure_canary)
+    reconciler = Reconciler(client=client, config=config, measurements=Measurements(measure_canary_async))
     settings = Settings(reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds))
     namespaces = args.namespace or []
     kopf.run(
@@ -178,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default=os.environ.get("MODELDEPLOY_LIVENESS") or None, help="e.g. http://0.0.0.0:8080/healthz"
     )
     run.add_argument("--resync-seconds", type=float, default=300.0, help="period of the full resync backstop")
+    run.add_argument(
+        "--allowed-service-type",
+        action="append",
+        choices=SERVICE_TYPES,
+        help="a Service type ModelDeployments may ask for (repeatable); all when absent",
+    )
+    run.add_argument(
+        "--forbid-service-account-name",
+        action="store_true",
+        help="refuse ModelDeployments that set spec.serviceAccountName (pods run as the namespace default)",
+    )
+    run.add_argument(
+        "--metrics-allow",
+        action="append",
+        metavar="BASE_URL",
+        help="a Prometheus base URL analysis may query, with the paths under it (repeatable); any when absent",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 
@@ -187,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print the objects the operator creates for a ModelDeployment")
     render.add_argument("-f", "--filename", required=True, help="YAML file with ModelDeployments, or - for stdin")
     render.add_argument("-n", "--namespace", default="default", help="namespace for objects that name none")
-    render.add_argument("--default-runtime-image", default=None)
+    render.add_argument("--default-runtime-image", default=None, help="as the operator's; tag needs one of the two")
     render.set_defaults(func=cmd_render)
 
     image = sub.add_parser(

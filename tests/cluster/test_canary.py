@@ -7,8 +7,6 @@ import sys
 import time
 from typing import Any, ClassVar
 
-import pytest
-
 from localcluster.kit import Cluster, Operator, condition, event_reasons, sample, table, wait_for, wait_ready
 
 V2 = {"image": "registry.example.com/iris-classifier:v2"}
@@ -172,20 +170,6 @@ class TestOperatorRestart:
         assert found["services"] == ["iris"]
         started = [r for r in event_reasons(cluster, namespace) if r == "CanaryStarted"]
         assert len(started) == 1, "the restarted operator continued the canary instead of starting another"
-
-
-@pytest.fixture(scope="module")
-def gateway_api(cluster: Cluster) -> Cluster:
-    """The Gateway API CRDs (from the sigs.k8s.io/gateway-api module), installed for this module's tests."""
-    from localcluster import install_gateway_api_crds
-
-    install_gateway_api_crds(cluster.kubeconfig, cluster.kubectl_bin)
-    wait_for(
-        lambda: cluster.kubectl("get", "httproutes", "-A", check=False).returncode == 0,
-        timeout=60,
-        what="HTTPRoute to be served",
-    )
-    return cluster
 
 
 class TestGatewayAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -19,12 +20,13 @@ class TestInstall:
         deeper = chart.kubectl("explain", "md.spec.rollout.steps.weight").stdout
         assert "Percent of traffic the canary receives at this step." in deeper
 
-    def test_chart_rbac_has_no_wildcards_and_cannot_list_secrets(self, chart: Cluster) -> None:
+    def test_chart_rbac_has_no_wildcards_and_cannot_read_secrets(self, chart: Cluster) -> None:
         sa = "system:serviceaccount:modeldeploy-system:modeldeploy-operator"
         can = lambda *args: chart.kubectl("auth", "can-i", *args, "--as", sa, check=False).stdout.strip()  # noqa: E731
         assert can("list", "secrets", "-A") == "no"
         assert can("watch", "secrets", "-A") == "no"
-        assert can("get", "secrets", "-n", "default") == "yes"
+        assert can("get", "secrets", "-n", "default") == "no"
+        assert can("get", "configmaps", "-n", "default") == "yes"
         assert can("patch", "deployments.apps", "-n", "default") == "yes"
         assert can("delete", "nodes") == "no"
         assert can("create", "pods", "-n", "default") == "no"
@@ -214,6 +216,55 @@ class TestAdmission:
                 {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
                 'spec.env[1]: Duplicate value: {"name":"A"}',
             ),
+            # What the operator or a child's validation could not use, refused at admission instead (issue 10).
+            (
+                {"bentoConfig": {"options": {"api_server.traffic.timeout": "["}}},
+                "spec.bentoConfig.options: Invalid value: bentoConfig.options.api_server.traffic.timeout: not a "
+                "BentoML option",
+            ),
+            (
+                {"bentoConfig": {"options": {"services.IrisClassifier.traffic.timeout": "["}}},
+                "bentoConfig.options.services.IrisClassifier.traffic.timeout: must be a number above 0",
+            ),
+            ({"rollout": {"steps": [{"weight": 10, "pause": "99999999999h"}]}}, "spec.rollout.steps[0].pause: Invalid"),
+            ({"rollout": {"steps": [{"weight": 10, "pause": "200h"}]}}, "must be between 0s and 168h"),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://p:9090"}, "interval": "0s"}}},
+                'spec.rollout.analysis.interval: Invalid value: "0s": must be between 1s and 24h',
+            ),
+            ({"rollout": {"progressDeadline": "0s"}}, "spec.rollout.progressDeadline: Invalid value"),
+            ({"startupTimeout": "0s"}, 'spec.startupTimeout: Invalid value: "0s": must be between 10s and 24h'),
+            (
+                {
+                    "env": [
+                        {
+                            "name": "T",
+                            "valueFrom": {"secretKeyRef": {"name": "../../kube-system/secrets/x", "key": "k"}},
+                        }
+                    ]
+                },
+                "spec.env[0].valueFrom.secretKeyRef.name: Invalid value",
+            ),
+            ({"serviceAccountName": "../default"}, "spec.serviceAccountName: Invalid value"),
+            ({"imagePullSecrets": [{"name": "a/b"}]}, "spec.imagePullSecrets[0].name: Invalid value"),
+            ({"resources": {"requests": {"cpu": -1}}}, "spec.resources.requests.cpu: Invalid value: -1"),
+            (
+                {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+                "spec.resources.requests: Invalid value: a request must not be more than its limit",
+            ),
+            ({"bento": {"image": "registry.example.com/iris:latest"}}, "spec.bento.image: Invalid value"),
+            ({"bento": {"image": "registry.example.com:5000/iris"}}, "image must name a version"),
+            ({"env": [{"name": "BENTOML_PORT", "value": "8080"}]}, "spec.env: Invalid value"),
+            (
+                {
+                    "rollout": {
+                        "trafficRouting": "GatewayAPI",
+                        "gateway": {"parentRefs": [{"name": "g"}], "hostnames": ["a_b"]},
+                    }
+                },
+                "spec.rollout.gateway.hostnames[0]: Invalid value",
+            ),
+            ({"placement": {"nodeSelector": {"pool": "two words"}}}, "spec.placement.nodeSelector: Invalid value"),
         ],
     )
     def test_invalid_specs_are_rejected_with_the_field_named(
@@ -264,25 +315,61 @@ class TestUnsatisfiable:
         node = cluster.json("get", "node", pod["spec"]["nodeName"])
         assert int(node["status"]["allocatable"].get("nvidia.com/gpu", "0")) >= 1
 
-    def test_missing_secret_is_reported_and_picked_up_when_created(
+    def test_missing_secret_is_reported_from_what_the_pods_say_and_clears_when_created(
         self, cluster: Cluster, running: Operator, namespace: str
     ) -> None:
-        spec = sample(
-            "creds",
-            namespace,
-            env=[{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-token", "key": "token"}}}],
+        env = [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-token", "key": "token"}}}]
+        cluster.apply(sample("creds", namespace, env=env))
+        # The operator reads no Secret: it deploys, and the pods say what is missing. kwok's pods run
+        # without one, so the test plays the kubelet of a pod whose container is recreated after its
+        # Secret went away (the kubelet's own words, its phase still Running).
+        pods = wait_for(
+            lambda: cluster.json("get", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=creds")["items"],
+            timeout=60,
+            what="the pods of creds",
         )
-        cluster.apply(spec)
+        for pod in pods:
+            kubelet_cannot_find_secret(cluster, namespace, pod["metadata"]["name"], "model-token")
 
         def waiting() -> dict[str, Any] | None:
             md = cluster.get("modeldeployment", "creds", namespace)
             return md if md and condition(md, "Degraded").get("reason") == "MissingReference" else None
 
         md = wait_for(waiting, timeout=60, what="a MissingReference condition")
-        assert (
-            f"Secret {namespace}/model-token (named in spec.env[0].valueFrom.secretKeyRef) does not exist"
-            in (condition(md, "Degraded")["message"])
+        message = condition(md, "Degraded")["message"]
+        assert message.startswith(
+            f"Secret {namespace}/model-token (named in spec.env[0].valueFrom.secretKeyRef) is missing: container bento"
         )
-        assert cluster.get("deployment", "creds", namespace) is None, "nothing is deployed that cannot start"
+        assert message.endswith('cannot start: secret "model-token" not found')
         cluster.kubectl("create", "secret", "generic", "model-token", "-n", namespace, "--from-literal=token=s3cret")
-        wait_ready(cluster, namespace, "creds", timeout=90)
+        cluster.kubectl("delete", "pods", "-n", namespace, "-l", "modeldeploy.dev/name=creds", "--wait=false")
+        ready = wait_ready(cluster, namespace, "creds", timeout=90)
+        assert condition(ready, "Degraded")["reason"] == "Healthy"
+
+
+def kubelet_cannot_find_secret(cluster: Cluster, namespace: str, pod: str, secret: str) -> None:
+    """The status a kubelet writes for a pod whose container cannot be created: its Secret is not found."""
+    status = {
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": "bento",
+                    "image": "registry.example.com/iris-classifier:v1",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 1,
+                    "state": {
+                        "waiting": {"reason": "CreateContainerConfigError", "message": f'secret "{secret}" not found'}
+                    },
+                }
+            ],
+        }
+    }
+    cluster.kubectl(
+        "patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )

@@ -86,10 +86,11 @@ class TestVerdicts:
         assert "connection refused" in m.summary
 
     def test_unreachable_prometheus_over_real_http(self) -> None:
+        from modeldeploy.analysis.http import Limits
         from modeldeploy.analysis.prometheus import http_query
 
         # Port 9 (discard) on loopback: nothing listens there.
-        m = measure(analysis(), "ml", "r1", http_query("http://127.0.0.1:9", timeout=2))
+        m = measure(analysis(), "ml", "r1", http_query("http://127.0.0.1:9", Limits(connect=2)))
         assert m.verdict == "Failed"
         assert "could not be queried" in m.summary
 

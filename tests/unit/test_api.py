@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from modeldeploy.api.duration import Duration, format_duration, parse_duration
 from modeldeploy.api.errors import describe
+from modeldeploy.api.rules import Rule, RuleViolation
 from modeldeploy.api.v1alpha1 import ModelDeployment, ModelDeploymentStatus
 from modeldeploy.model.revision import template_of
 
@@ -112,6 +113,137 @@ class TestValidation:
         assert any(p.startswith(expected) for p in problems), problems
 
     @pytest.mark.parametrize(
+        ("spec", "expected"),
+        [
+            (
+                {"bentoConfig": {"options": {"api_server.traffic.timeout": "["}}},
+                "spec.bentoConfig.options.api_server.traffic.timeout: not a BentoML option this operator knows",
+            ),
+            (
+                {"bentoConfig": {"options": {"services.Iris.trafic.timeout": "3"}}},
+                "spec.bentoConfig.options.services.Iris.trafic.timeout: not a BentoML option",
+            ),
+            (
+                {"bentoConfig": {"options": {"services.Iris.traffic.timeout": "["}}},
+                "spec.bentoConfig.options.services.Iris.traffic.timeout: must be a number above 0",
+            ),
+            (
+                {"bentoConfig": {"options": {"services.Iris.http.port": "3001"}}},
+                "spec.bentoConfig.options.services.Iris.http.port: set by the operator",
+            ),
+            ({"rollout": {"steps": [{"weight": 10, "pause": "99999999999h"}]}}, "spec.rollout.steps[0].pause: "),
+            ({"rollout": {"steps": [{"weight": 10, "pause": "169h"}]}}, "spec.rollout.steps[0].pause: must be between"),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://p:9090"}, "interval": "0s"}}},
+                "spec.rollout.analysis.interval: must be between 1s and 24h",
+            ),
+            ({"rollout": {"progressDeadline": "0s"}}, "spec.rollout.progressDeadline: must be between 30s and 24h"),
+            ({"startupTimeout": "0s"}, "spec.startupTimeout: must be between 10s and 24h"),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://127.0.0.1:9/any/path#"}}}},
+                "spec.rollout.analysis.prometheus.address: String should match pattern",
+            ),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://u:p@prometheus:9090"}}}},
+                "spec.rollout.analysis.prometheus.address: String should match pattern",
+            ),
+            (
+                {"rollout": {"analysis": {"prometheus": {"address": "http://prometheus:9090/?x=1"}}}},
+                "spec.rollout.analysis.prometheus.address: String should match pattern",
+            ),
+            (
+                {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "../../kube-system/x", "key": "k"}}}]},
+                "spec.env[0].valueFrom.secretKeyRef.name: String should match pattern",
+            ),
+            ({"serviceAccountName": "a/b"}, "spec.serviceAccountName: String should match pattern"),
+            ({"imagePullSecrets": [{"name": "../x"}]}, "spec.imagePullSecrets[0].name: String should match pattern"),
+            (
+                {"bento": {"tag": "iris:v1", "store": {"uri": "pvc://../etc/x"}}},
+                "spec.bento.store.uri: String should match pattern",
+            ),
+            ({"resources": {"requests": {"cpu": -1}}}, "spec.resources.requests.cpu: -1 is not a quantity"),
+            ({"resources": {"requests": {"cpu": "-1"}}}, "spec.resources.requests.cpu: '-1' is not a Kubernetes"),
+            (
+                {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}},
+                "spec.resources.requests.memory: a request must not be more than its limit",
+            ),
+            ({"resources": {"requests": {"nvidia.com/gpu": 1}}}, "spec.resources.requests: requests may name cpu"),
+            ({"bento": {"image": "registry.example.com/iris:latest"}}, "spec.bento.image: image must name a version"),
+            ({"bento": {"image": "registry.example.com:5000/iris"}}, "spec.bento.image: image must name a version"),
+            (
+                {"bento": {"tag": "iris:v1", "store": {"uri": "s3://b/p"}, "runtimeImage": "python"}},
+                "spec.bento.runtimeImage: runtimeImage must name a version",
+            ),
+            (
+                {"env": [{"name": "A", "value": "1"}, {"name": "BENTOML_PORT", "value": "1"}]},
+                "spec.env[1].name: BENTOML_PORT cannot be set",
+            ),
+            ({"env": [{"name": "TMPDIR", "value": "/var"}]}, "spec.env[0].name: TMPDIR cannot be set"),
+            (
+                {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]},
+                "spec.env[0].valueFrom.fieldRef.fieldPath: String should match pattern",
+            ),
+            (
+                {"env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "2"}}}]},
+                "spec.env[0].valueFrom.resourceFieldRef.divisor: divisor must be 1m or 1 for cpu",
+            ),
+            (
+                {"placement": {"nodeSelector": {"bad key!": "v"}}},
+                "spec.placement.nodeSelector.bad key!: nodeSelector keys",
+            ),
+            (
+                {"placement": {"nodeSelector": {"pool": "not a value"}}},
+                "spec.placement.nodeSelector.pool: nodeSelector",
+            ),
+            (
+                {"placement": {"tolerations": [{"operator": "Exists", "value": "x"}]}},
+                "spec.placement.tolerations[0].value: value must be empty with operator Exists",
+            ),
+            ({"placement": {"tolerations": [{"value": "x"}]}}, "spec.placement.tolerations[0].operator: a toleration"),
+            (
+                {"placement": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}},
+                "spec.placement.tolerations[0].tolerationSeconds: tolerationSeconds applies only to effect NoExecute",
+            ),
+            ({"placement": {"priorityClassName": "High"}}, "spec.placement.priorityClassName: String should match"),
+            ({"service": {"annotations": {"bad key": "v"}}}, "spec.service.annotations.bad key: annotation keys"),
+            (
+                {
+                    "rollout": {
+                        "trafficRouting": "GatewayAPI",
+                        "gateway": {"parentRefs": [{"name": "g"}], "hostnames": ["Bad_Host"]},
+                    }
+                },
+                "spec.rollout.gateway.hostnames[0]: String should match pattern",
+            ),
+            (
+                {
+                    "rollout": {
+                        "trafficRouting": "GatewayAPI",
+                        "gateway": {"parentRefs": [{"name": "g"}, {"name": "g"}]},
+                    }
+                },
+                "spec.rollout.gateway.parentRefs: each reference to a Gateway must name another sectionName",
+            ),
+            (
+                {
+                    "rollout": {
+                        "trafficRouting": "GatewayAPI",
+                        "gateway": {"parentRefs": [{"name": "g"}, {"name": "g", "sectionName": "a"}]},
+                    }
+                },
+                "spec.rollout.gateway.parentRefs: sectionName must be set on every reference",
+            ),
+            (
+                {"resources": {"gpu": {"count": 1, "resourceName": "gpu"}}},
+                "spec.resources.gpu.resourceName: String should",
+            ),
+        ],
+    )
+    def test_what_the_cluster_would_refuse_later_is_refused_now(self, spec: dict[str, Any], expected: str) -> None:
+        problems = errors_of(md_body(**spec))
+        assert any(p.startswith(expected) for p in problems), problems
+
+    @pytest.mark.parametrize(
         ("name", "expected"),
         [
             ("a" * 57, "metadata.name must be at most 56 characters"),
@@ -135,10 +267,54 @@ class TestValidation:
             },
             {"rollout": {"steps": [{"weight": 5, "pause": "30s"}, {"weight": 100, "pause": "1h30m"}]}},
             {"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+            {"bento": {"image": "registry.example.com:5000/team/iris@sha256:" + "a" * 64}},
+            {"bento": {"image": "registry.example.com/iris:latest@sha256:" + "b" * 64}},
+            {"rollout": {"analysis": {"prometheus": {"address": "https://[::1]:9090/prometheus/"}}}},
+            {
+                "bentoConfig": {
+                    "options": {"services.Iris.traffic.timeout": "2.5", "services.Iris.workers": "cpu_count"}
+                }
+            },
+            {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 1, "memory": "1Gi"}}},
+            {"placement": {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"example.com/pool": "gpu-a"}}},
+            {"serviceAccountName": "model-reader", "automountServiceAccountToken": True},
         ],
     )
     def test_valid_specs_are_accepted(self, spec: dict[str, Any]) -> None:
         ModelDeployment.model_validate(md_body(**spec))
+
+
+class TestQuantities:
+    @pytest.mark.parametrize(
+        ("request_", "limit", "refused"),
+        [
+            ("256Mi", "+.111Ei", False),  # found by the fuzzer: Ei is a suffix, not an exponent
+            ("2Ei", "1E", True),
+            ("1E", "1e18", False),
+            ("500m", 1, False),
+            ("1.5", "1500m", False),
+            ("1500001u", "1.5", True),
+        ],
+    )
+    def test_a_request_is_compared_with_its_limit_as_the_api_server_does(
+        self, request_: str | int, limit: str | int, refused: bool
+    ) -> None:
+        spec = {"resources": {"requests": {"memory": request_}, "limits": {"memory": limit}}}
+        if refused:
+            assert "spec.resources.requests.memory: a request must not be more than its limit" in errors_of(
+                md_body(**spec)
+            )
+        else:
+            ModelDeployment.model_validate(md_body(**spec))
+
+    def test_a_rule_that_cannot_be_evaluated_refuses_the_value_as_cel_does(self) -> None:
+        rule = Rule(cel="true", message="must be fine", check=lambda value: 1 / value > 0)
+        with pytest.raises(RuleViolation, match=r"must be fine \(the rule could not be evaluated: ZeroDivisionError\)"):
+            rule.enforce(0)
+
+    def test_a_quantity_no_number_can_hold_is_refused_not_raised(self) -> None:
+        problems = errors_of(md_body(resources={"requests": {"memory": "1e99999999"}, "limits": {"memory": "1"}}))
+        assert problems == ["spec.resources: '1e99999999' is not a quantity a Kubernetes object can hold"]
 
 
 class TestRevision:

@@ -32,6 +32,7 @@ import yaml
 from localcluster.loadgen import Load
 from localcluster.prometheus import Prometheus, Target
 from localcluster.realstack import BentoServer, BentoStore, free_port, serving
+from modeldeploy.analysis.http import Limits
 from modeldeploy.analysis.prometheus import http_query, measure, measure_canary
 from modeldeploy.api.v1alpha1 import Analysis
 from modeldeploy.model.measurement import Measurement
@@ -226,7 +227,7 @@ def test_operator_entry_point_reads_the_model_deployment(stack: Stack) -> None:
 def test_unreachable_prometheus_fails() -> None:
     address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     spec = Analysis.model_validate({"prometheus": {"address": address}, "interval": INTERVAL})
-    m = measure(spec, NAMESPACE, STABLE, http_query(address, timeout=5))
+    m = measure(spec, NAMESPACE, STABLE, http_query(address, Limits(connect=5)))
     assert m.verdict == "Failed"
     assert m.summary.startswith(f"measurement failed: Prometheus at {address} could not be queried")
     assert [(c.name, c.passed) for c in m.checks] == [("prometheus", False)]

@@ -3,15 +3,11 @@ agree with it."""
 
 from __future__ import annotations
 
-import subprocess
 import typing
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from localcluster.versions import ensure_binaries
 from modeldeploy.api.v1alpha1 import Rollout
 from modeldeploy.k8s.access import namespaced_grants
 from modeldeploy.k8s.children import CHILD_KINDS, WATCHED, render_children
@@ -20,8 +16,7 @@ from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.routing import ROUTERS
 
 from factories import md
-
-CHART = Path(__file__).resolve().parents[2] / "charts" / "modeldeploy-operator"
+from helm import render_chart
 
 Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -90,15 +85,6 @@ def derived() -> set[Triple]:
     return {(g.group, r, v) for g in namespaced_grants() for r in g.resources for v in g.verbs}
 
 
-def chart(*values: str) -> list[dict[str, Any]]:
-    helm = ensure_binaries(("helm",))["helm"]
-    args = [str(helm), "template", "modeldeploy", str(CHART)]
-    for value in values:
-        args += ["--set", value]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
 def namespaced_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The roles holding what the operator does in watched namespaces (not the cluster-wide discovery one)."""
     return [
@@ -108,18 +94,26 @@ def namespaced_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class TestChartRbac:
     def test_cluster_wide_role_grants_exactly_what_the_table_derives(self) -> None:
-        [role] = namespaced_roles(chart())
+        [role] = namespaced_roles(render_chart())
         assert role["kind"] == "ClusterRole"
         granted = triples(role["rules"])
         assert granted - derived() == set(), "the chart grants more than the operator needs"
         assert derived() - granted == set(), "the chart lacks rules: see modeldeploy.k8s.access"
 
     def test_each_watched_namespace_gets_the_same_rules(self) -> None:
-        roles = namespaced_roles(chart("watchNamespaces={ml,staging}"))
+        roles = namespaced_roles(render_chart("watchNamespaces={ml,staging}"))
         assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "staging"]
         for role in roles:
             assert role["kind"] == "Role"
             assert triples(role["rules"]) == derived()
+
+    @pytest.mark.parametrize("values", [(), ("watchNamespaces={ml,staging}",)])
+    def test_no_role_can_read_secrets(self, values: tuple[str, ...]) -> None:
+        """trivy KSV-0041: RBAC cannot limit a get to metadata, so a token that may get Secrets reads them all."""
+        for doc in render_chart(*values):
+            if doc["kind"] in ("ClusterRole", "Role"):
+                for rule in doc["rules"]:
+                    assert "secrets" not in rule["resources"] and "*" not in rule["resources"], doc["metadata"]["name"]
 
     def test_everything_the_client_addresses_is_granted(self) -> None:
         granted = {(group, resource) for group, resource, _ in derived()}

@@ -2,135 +2,29 @@
 
 from __future__ import annotations
 
-import copy
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from modeldeploy.handlers import apply as apply_module
 from modeldeploy.handlers import observe as observe_module
-from modeldeploy.handlers import reconciler as reconciler_module
-from modeldeploy.handlers.reconciler import Reconciler
 from modeldeploy.k8s import children as children_module
-from modeldeploy.k8s.children import BY_KIND, WATCHED, Child, ChildKind, read_child
-from modeldeploy.k8s.client import ApiError, ObjectRef
+from modeldeploy.k8s.children import ChildKind
+from modeldeploy.k8s.client import ApiError
 from modeldeploy.model.desired import Desired
 from modeldeploy.model.meta import metadata
 
 from factories import IMAGE_V2, md_body
-
-NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-GATEWAY = {"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}}
-
-Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
-
-
-class FakeClient:
-    """The API server as the reconciler sees it; every request is recorded in order."""
-
-    def __init__(self, body: dict[str, Any], *, served: bool = True) -> None:
-        # served: whether the cluster serves the optional child kinds (their CRDs are installed).
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = "1"
-        self.objects: dict[Key, dict[str, Any]] = {self._key(body): body}
-        self.served = served
-        self.rejected: dict[str, ApiError] = {}
-        self.calls: list[tuple[str, ...]] = []
-        self.events: list[tuple[str, str, str]] = []
-
-    @staticmethod
-    def _key(obj: dict[str, Any]) -> Key:
-        meta = obj["metadata"]
-        return obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]
-
-    @property
-    def md(self) -> dict[str, Any]:
-        return copy.deepcopy(self.objects["modeldeploy.dev/v1alpha1", "ModelDeployment", "ml", "iris"])
-
-    def add(self, obj: dict[str, Any]) -> None:
-        self.objects[self._key(obj)] = copy.deepcopy(obj)
-
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get", kind, name))
-        found = self.objects.get((api_version, kind, namespace, name))
-        return copy.deepcopy(found) if found is not None else None
-
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: dict[str, str]) -> list[Any]:
-        self.calls.append(("list", kind))
-        return []
-
-    def apply(self, obj: dict[str, Any], field_manager: str = "modeldeploy") -> dict[str, Any]:
-        self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
-        if obj["kind"] in self.rejected:
-            raise self.rejected[obj["kind"]]
-        stored = copy.deepcopy(obj)
-        stored["metadata"].update(uid=f"uid-{obj['kind']}-{obj['metadata']['name']}", generation=1)
-        self.add(stored)
-        return stored
-
-    def delete(self, ref: ObjectRef, *, uid: str | None = None) -> bool:
-        self.calls.append(("delete", ref.kind, ref.name))
-        return self.objects.pop((ref.api_version, ref.kind, ref.namespace, ref.name), None) is not None
-
-    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("status",))
-        current = self.objects[self._key(obj)]
-        if current["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
-        current["status"] = copy.deepcopy(status)
-        current["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
-        return copy.deepcopy(current)
-
-    def exists_metadata_only(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        return True
-
-    def has_api(self, group_version: str, plural: str) -> bool:
-        """Whether optional kinds are served: all of them, or none."""
-        self.calls.append(("discovery", plural))
-        return self.served
-
-    def post_event(self, regarding: dict[str, Any], *, type_: str, reason: str, message: str, action: str) -> None:
-        self.events.append((type_, reason, message))
-
-    def indexed(self) -> dict[tuple[str, str], Child]:
-        """The children kopf's watches would have indexed: every object of a watched kind."""
-        watched = {kind.kind for kind in WATCHED}
-        return {
-            (obj["kind"], name): read_child(BY_KIND[obj["kind"]], obj)
-            for (_, kind, _, name), obj in self.objects.items()
-            if kind in watched
-        }
-
-    def kinds(self, verb: str) -> list[tuple[str, str]]:
-        return [(call[1], call[2]) for call in self.calls if call[0] == verb]
-
-
-def reconcile(client: FakeClient, reconciler: Reconciler | None = None) -> Reconciler:
-    reconciler = reconciler or Reconciler(client=client, clock=lambda: NOW)  # type: ignore[arg-type]
-    client.calls.clear()
-    reconciler.reconcile("ml", "iris", client.indexed(), client.md)
-    return reconciler
-
-
-def condition(client: FakeClient, type_: str) -> dict[str, Any]:
-    return next(c for c in client.md["status"]["conditions"] if c["type"] == type_)
-
-
-def owned_by(obj: dict[str, Any], uid: str, name: str | None = None) -> dict[str, Any]:
-    """A copy of obj, controlled by the object with this uid (and renamed)."""
-    obj = copy.deepcopy(obj)
-    obj["metadata"]["ownerReferences"] = [{"uid": uid, "controller": True, "kind": "ModelDeployment", "name": "x"}]
-    obj["metadata"]["name"] = name or obj["metadata"]["name"]
-    return obj
+from fakes import GATEWAY, FakeClient, condition, owned_by, reconcile
 
 
 class TestReconcile:
-    def test_the_decision_is_recorded_before_any_child_is_applied(self) -> None:
+    def test_the_decision_is_recorded_before_any_child_is_written(self) -> None:
         client = FakeClient(md_body())
         reconcile(client)
-        verbs = [call[0] for call in client.calls if call[0] in ("status", "apply")]
-        assert verbs == ["status", "apply", "apply"]
-        assert client.kinds("apply") == [("Deployment", "iris"), ("Service", "iris")]
+        verbs = [call[0] for call in client.calls if call[0] in ("status", "apply", "create")]
+        assert verbs == ["status", "create", "create"]
+        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris")]
         assert ("Normal", "Deploying") in [(t, r) for t, r, _ in client.events]
 
     def test_an_invalid_spec_is_failed_with_the_field_named_and_nothing_is_applied(self) -> None:
@@ -142,7 +36,7 @@ class TestReconcile:
         degraded = condition(client, "Degraded")
         assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
         assert degraded["message"].startswith("spec.replicas: Input should be greater than or equal to 0")
-        assert client.kinds("apply") == []
+        assert client.written() == []
         assert [r for _, r, _ in client.events] == ["InvalidSpec"]
         reconcile(client, reconciler)
         assert ("status",) not in client.calls, "an unchanged verdict is not written again"
@@ -170,7 +64,7 @@ class TestReconcile:
         body["metadata"]["generation"] = 2
         client.add(body)
         reconcile(client)
-        assert client.kinds("apply") == [] and client.kinds("delete") == []
+        assert client.written() == [] and client.kinds("delete") == []
         degraded = condition(client, "Degraded")
         assert degraded["reason"] == "UnreadableTemplate"
         assert "status.stable.template" in degraded["message"] and "fieldOfALaterVersion" in degraded["message"]
@@ -192,7 +86,7 @@ class TestOptionalKinds:
     def test_a_route_is_removed_by_name_when_the_spec_no_longer_wants_it(self) -> None:
         client = FakeClient(md_body(rollout=GATEWAY))
         reconciler = reconcile(client)
-        assert ("HTTPRoute", "iris") in client.kinds("apply")
+        assert ("HTTPRoute", "iris") in client.written()
         body = client.md
         body["spec"]["rollout"] = {"trafficRouting": "Replicas"}
         body["metadata"]["generation"] = 2
@@ -215,7 +109,7 @@ class TestOptionalKinds:
     def test_without_the_gateway_api_no_route_is_rendered_and_the_cluster_is_asked_once(self) -> None:
         client = FakeClient(md_body(rollout=GATEWAY), served=False)
         reconciler = reconcile(client)
-        assert "HTTPRoute" not in [kind for kind, _ in client.kinds("apply")]
+        assert "HTTPRoute" not in [kind for kind, _ in client.written()]
         assert condition(client, "Degraded")["reason"] == "GatewayAPIMissing"
         reconcile(client, reconciler)
         assert ("discovery", "httproutes") not in client.calls, "the answer is kept for a while"
@@ -244,21 +138,21 @@ class TestAddingAChildKind:
         row = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", render, optional=True)
         table = (*children_module.CHILD_KINDS, row)
         monkeypatch.setattr(children_module, "CHILD_KINDS", table)
-        for module in (reconciler_module, observe_module):
+        for module in (apply_module, observe_module):
             monkeypatch.setattr(module, "BY_KIND", {kind.kind: kind for kind in table})
-        monkeypatch.setattr(reconciler_module, "OPTIONAL", tuple(kind for kind in table if kind.optional))
+        monkeypatch.setattr(apply_module, "OPTIONAL", tuple(kind for kind in table if kind.optional))
         return row
 
     def test_it_is_applied_where_the_cluster_serves_it(self, scaled_object: ChildKind) -> None:
         client = FakeClient(md_body())
         reconcile(client)
-        assert client.kinds("apply")[-1] == ("ScaledObject", "iris")
+        assert client.written()[-1] == ("ScaledObject", "iris")
         assert ("discovery", "scaledobjects") in client.calls
 
     def test_where_it_is_not_served_the_rest_is_applied_and_the_reason_named(self, scaled_object: ChildKind) -> None:
         client = FakeClient(md_body(), served=False)
         reconcile(client)
-        assert client.kinds("apply") == [("Deployment", "iris"), ("Service", "iris")]
+        assert client.written() == [("Deployment", "iris"), ("Service", "iris")]
         degraded = condition(client, "Degraded")
         assert degraded["reason"] == "ChildKindNotServed"
         assert degraded["message"] == "this cluster does not serve ScaledObject (keda.sh/v1alpha1): install its CRDs"

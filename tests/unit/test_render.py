@@ -83,21 +83,27 @@ class TestRenderDeployment:
                     "workers": 3,
                     "timeoutSeconds": 30,
                     "maxConcurrency": 8,
-                    "options": {"services.IrisClassifier.http.cors.enabled": "true", "api_server.x": "5"},
+                    "options": {
+                        "services.IrisClassifier.http.cors.enabled": "true",
+                        "services.IrisClassifier.traffic.timeout": "2.5",
+                        "services.Other.workers": "cpu_count",
+                        "services.Other.threads": "4",
+                    },
                 }
             )
         )
         overrides = json.loads(env(dep)["BENTOML_CONFIG_OVERRIDES"])
-        # Nested, keyed by the service: BentoML rejects dotted keys here and ignores service-less ones.
+        # Nested, keyed by the service (BentoML rejects dotted keys here), each value of its option's type;
+        # an option of the same setting as a field wins.
         assert overrides == {
             "services": {
                 "IrisClassifier": {
                     "workers": 3,
-                    "traffic": {"timeout": 30, "max_concurrency": 8},
+                    "traffic": {"timeout": 2.5, "max_concurrency": 8},
                     "http": {"cors": {"enabled": True}},
-                }
+                },
+                "Other": {"workers": "cpu_count", "threads": 4},
             },
-            "api_server": {"x": 5},
         }
 
     def test_no_overrides_when_nothing_is_configured(self) -> None:
@@ -205,8 +211,12 @@ class TestRenderDeployment:
         assert "nodeAffinity" in pod["affinity"]
         assert pod["priorityClassName"] == "high"
         assert pod["serviceAccountName"] == "model-reader"
-        assert "automountServiceAccountToken" not in pod
+        assert pod["automountServiceAccountToken"] is False, "a ServiceAccount is no reason for an API token"
         assert pod["imagePullSecrets"] == [{"name": "registry"}]
+
+    def test_an_api_token_only_when_the_spec_asks_for_one(self) -> None:
+        pod = deployment(md(serviceAccountName="model-reader", automountServiceAccountToken=True))["spec"]["template"]
+        assert pod["spec"]["automountServiceAccountToken"] is True
 
 
 class TestRenderDeploymentFromTag:

@@ -8,54 +8,94 @@ modeldeploy.dev/revision label onto every series (see docs/analysis.md), so one
 revision's traffic can be told from another's.
 
 A measurement covers the last `interval`. Too few requests is NoData, never a pass;
-a Prometheus that cannot be reached or answers with an error is a failed check.
+a Prometheus that cannot be reached or answers with an error is a failed check. The address is the
+author's: answers that are not a Prometheus API response are summarised, never quoted (analysis.http
+has the rest of what keeps the query from being used against the cluster).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
 
+from modeldeploy.analysis.http import Answer, HttpError, Limits, get
 from modeldeploy.api.v1alpha1 import Analysis, CheckResult, ModelDeployment
 from modeldeploy.model.measurement import Measurement
 
 REQUESTS = "bentoml_service_request_total"
 DURATION_BUCKETS = "bentoml_service_request_duration_seconds_bucket"
-QUERY_TIMEOUT_SECONDS = 10.0
 # BentoML counts its health endpoints in the request metrics; kubelet probes are not traffic.
 NOT_TRAFFIC = 'endpoint!~"/(livez|readyz|healthz|metrics)"'
+# Prometheus's own error types: only an answer naming one of these is quoted (its message, cut short).
+PROMETHEUS_ERRORS = frozenset(
+    {"bad_data", "timeout", "canceled", "execution", "internal", "unavailable", "not_found", "not_acceptable"}
+)
+QUOTED = 200
 
 # query text -> the first sample's value, None when the result is empty; raises QueryError.
 Query = Callable[[str], float | None]
 
 
 class QueryError(Exception):
-    """Prometheus could not be asked, or answered with an error."""
+    """Prometheus could not be asked, or did not answer as Prometheus does."""
 
 
-def http_query(address: str, timeout: float = QUERY_TIMEOUT_SECONDS) -> Query:
-    """An instant query against a Prometheus HTTP API."""
+def query_url(address: str, promql: str) -> str:
+    """The instant-query URL under a Prometheus base URL (its path a prefix, as behind a proxy)."""
+    return address.rstrip("/") + "/api/v1/query?" + urlencode({"query": promql})
+
+
+async def fetch(address: str, promql: str, limits: Limits | None = None) -> float | None:
+    """One instant query: its first sample's value, None for an empty result."""
+    try:
+        answer = await get(query_url(address, promql), limits)
+    except HttpError as err:
+        raise QueryError(f"Prometheus at {address} could not be queried: {err}") from err
+    return _value(address, answer)
+
+
+def _summary(answer: Answer) -> str:
+    kind = answer.content_type.split(";", 1)[0].strip() or "no content type"
+    return f"HTTP {answer.status}, {kind}, {len(answer.body)} bytes"
+
+
+def _value(address: str, answer: Answer) -> float | None:
+    """The sample of a Prometheus API answer. Anything else is summarised, never quoted: the address is
+    the author's, and what answers there (another service, a redirect) must not reach status or events."""
+    payload: Any = None
+    if answer.content_type.split(";", 1)[0].strip() == "application/json":
+        try:
+            payload = json.loads(answer.body)
+        except ValueError:
+            payload = None
+    if not isinstance(payload, dict) or payload.get("status") not in ("success", "error"):
+        raise QueryError(f"{address} did not answer as a Prometheus API ({_summary(answer)})")
+    if payload["status"] == "error":
+        kind = payload.get("errorType")
+        if kind in PROMETHEUS_ERRORS and isinstance(payload.get("error"), str):
+            raise QueryError(f"Prometheus at {address} refused the query: {kind}: {payload['error'][:QUOTED]}")
+        raise QueryError(f"{address} did not answer as a Prometheus API ({_summary(answer)})")
+    try:
+        data = payload["data"]
+        if data["resultType"] == "scalar":
+            return float(data["result"][1])
+        result = data["result"]
+        if data["resultType"] != "vector" or not isinstance(result, list):
+            raise ValueError(data["resultType"])
+        return float(result[0]["value"][1]) if result else None
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise QueryError(f"{address} answered with no instant vector ({_summary(answer)})") from err
+
+
+def http_query(address: str, limits: Limits | None = None) -> Query:
+    """A synchronous instant query, for tools and tests; the operator queries on its own loop (measure_async)."""
 
     def query(promql: str) -> float | None:
-        url = address.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                payload = json.load(response)
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", "replace")[:300]
-            raise QueryError(f"Prometheus at {address} answered {err.code}: {detail}") from err
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
-            raise QueryError(f"Prometheus at {address} could not be queried: {err}") from err
-        if payload.get("status") != "success":
-            raise QueryError(f"Prometheus at {address} failed the query: {payload.get('error', payload)}")
-        result = payload.get("data", {}).get("result", [])
-        if not result:
-            return None
-        return float(result[0]["value"][1])
+        return asyncio.run(fetch(address, promql, limits))
 
     return query
 
@@ -145,8 +185,32 @@ def measure(analysis: Analysis, namespace: str, revision: str, query: Query) -> 
     return Measurement(revision, "Passed", f"all checks passed over {window} ({requests:.0f} requests)", tuple(checks))
 
 
-def measure_canary(md: ModelDeployment, revision: str) -> Measurement:
-    """The operator's measurement of a canary revision, against its configured Prometheus."""
+async def measure_canary_async(md: ModelDeployment, revision: str, limits: Limits | None = None) -> Measurement:
+    """The operator's measurement of a canary revision: its queries sent at once, then judged."""
     analysis = md.spec.rollout.analysis
     assert analysis is not None
-    return measure(analysis, md.namespace, revision, http_query(analysis.prometheus.address))
+    wanted = list(queries(analysis, md.namespace, revision).values())
+    if analysis.max_latency_p99 is None:
+        wanted = wanted[:2]
+    results = await asyncio.gather(
+        *(fetch(analysis.prometheus.address, promql, limits) for promql in wanted), return_exceptions=True
+    )
+    answers = dict(zip(wanted, results, strict=True))
+    return measure(analysis, md.namespace, revision, _answered(answers))
+
+
+def _answered(answers: Mapping[str, float | BaseException | None]) -> Query:
+    def query(promql: str) -> float | None:
+        answer = answers.get(promql)
+        if isinstance(answer, QueryError):
+            raise answer
+        if isinstance(answer, BaseException):
+            raise QueryError(f"the query failed: {type(answer).__name__}") from answer
+        return answer
+
+    return query
+
+
+def measure_canary(md: ModelDeployment, revision: str) -> Measurement:
+    """The measurement of a canary revision, synchronously (tools and tests)."""
+    return asyncio.run(measure_canary_async(md, revision))

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.api.rules import Rule, RuleViolation
+from modeldeploy.api.rules import Rule
 
 
 def _crd_extras(schema: dict[str, Any], cls: type) -> None:
@@ -30,8 +30,7 @@ class ApiModel(BaseModel):
     @model_validator(mode="after")
     def _check_rules(self) -> ApiModel:
         for rule in self.crd_rules:
-            if not rule.check(self):
-                raise RuleViolation(rule)
+            rule.enforce(self)
         return self
 
     def wire(self) -> dict[str, Any]:

@@ -102,9 +102,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         types = sorted(b.get("type", "") for b in branches)
         if types == ["integer", "string"]:
             common = {k: v for k, v in _structural(rest, defs).items() if k != "type"}
-            string = next(b for b in branches if b.get("type") == "string")
-            if "pattern" in string:
-                common["pattern"] = string["pattern"]
+            # Each keyword applies to the values of its own type; the bounds keep CEL cost estimates finite.
+            for branch in branches:
+                common |= {k: v for k, v in branch.items() if k in _KEPT and k != "type"}
             return {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True, **common}
         raise ValueError(f"no structural form for the union {node['anyOf']!r}")
 

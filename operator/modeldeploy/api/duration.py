@@ -9,17 +9,25 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from modeldeploy.api.rules import FieldRules, Rule
+
 # The subset of Go's time.ParseDuration that CEL's duration() also accepts.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Long enough for any field's own bound; beyond it a timedelta (or CEL's duration) overflows.
+LONGEST = timedelta(days=365)
+# The text of a duration, bounded so that the API server's CEL cost estimates stay finite.
+MAX_DURATION_LENGTH = 32
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse "1m30s" into a timedelta; raises ValueError naming the bad text."""
-    if not re.fullmatch(DURATION_PATTERN, text):
+    if len(text) > MAX_DURATION_LENGTH or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 30s, 2m or 1h30m")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    if seconds > LONGEST.total_seconds():
+        raise ValueError(f"{text!r} is longer than {format_duration(LONGEST)}")
     return timedelta(seconds=seconds)
 
 
@@ -61,9 +69,23 @@ class Duration(timedelta):
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         # A string with the pattern on the wire (and in the CRD schema); a Duration passed in Python is
         # checked the same way, so there is one validation and one error message.
-        from_text = core_schema.no_info_after_validator_function(cls, core_schema.str_schema(pattern=DURATION_PATTERN))
+        from_text = core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(pattern=DURATION_PATTERN, max_length=MAX_DURATION_LENGTH)
+        )
         return core_schema.no_info_before_validator_function(
             lambda value: value.text if isinstance(value, Duration) else value,
             from_text,
             serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
         )
+
+
+def bounded(at_least: str, at_most: str) -> FieldRules:
+    """A duration field between two durations, checked by the API server (CEL) and by pydantic alike."""
+    low, high = parse_duration(at_least), parse_duration(at_most)
+    return FieldRules(
+        Rule(
+            cel=f"duration(self) >= duration('{at_least}') && duration(self) <= duration('{at_most}')",
+            message=f"must be between {at_least} and {at_most}",
+            check=lambda value: low <= value <= high,
+        )
+    )

@@ -26,7 +26,8 @@ def describe(error: ValidationError, prefix: str = "") -> list[str]:
         where = field_path(tuple(item["loc"]))
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, RuleViolation) and cause.field:
-            where = f"{where}.{cause.field}" if where else cause.field
+            joint = "" if cause.field.startswith("[") or not where else "."
+            where = f"{where}{joint}{cause.field}"
         if prefix:
             where = f"{prefix}.{where}" if where else prefix
         message = item["msg"].removeprefix("Value error, ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
@@ -44,11 +44,13 @@ class Observer:
         stable = _deployment(children, child_name(md, "stable"))
         canary = _deployment(children, child_name(md, "canary"))
         problems: tuple[PodProblem, ...] = ()
-        if any(state is not None and state.struggling for state in (stable, canary)):
-            # Only when pods are not all Ready: listing pods on every reconcile would cost the API server.
+        if any(state is not None and state.struggling and state.replicas > 0 for state in (stable, canary)):
+            # Only when pods are not all Ready, and some exist to say why: listing pods on every reconcile
+            # would cost the API server (a new Deployment's first reconciles come before its first pod).
             problems = pod_problems(self.client.list("v1", "Pod", md.namespace, {NAME_LABEL: md.name}))
 
         template = template_of(md.spec, self.default_runtime_image)
+        problems = named(problems, md.namespace, template)
         settled = (
             md.status is not None
             and md.status.stable is not None
@@ -66,31 +68,11 @@ class Observer:
         )
 
     def missing_references(self, namespace: str, template: RevisionTemplate) -> tuple[str, ...]:
-        """Objects the pods need that do not exist. Secrets are checked by metadata only."""
-        wanted: list[tuple[str, str, str, str]] = []
-        bento = template.bento
-        if bento.store is not None and bento.store.secret_ref is not None:
-            wanted.append(("v1", "Secret", bento.store.secret_ref.name, "spec.bento.store.secretRef"))
-        if bento.store is not None and bento.store.uri.startswith("pvc://"):
-            claim = bento.store.uri.removeprefix("pvc://").split("/", 1)[0]
-            wanted.append(("v1", "PersistentVolumeClaim", claim, "spec.bento.store.uri"))
-        for i, var in enumerate(template.env):
-            source = var.value_from
-            if source is None:
-                continue
-            if source.secret_key_ref is not None and not source.secret_key_ref.optional:
-                wanted.append(("v1", "Secret", source.secret_key_ref.name, f"spec.env[{i}].valueFrom.secretKeyRef"))
-            if source.config_map_key_ref is not None and not source.config_map_key_ref.optional:
-                wanted.append(
-                    ("v1", "ConfigMap", source.config_map_key_ref.name, f"spec.env[{i}].valueFrom.configMapKeyRef")
-                )
-        for i, ref in enumerate(template.image_pull_secrets):
-            wanted.append(("v1", "Secret", ref.name, f"spec.imagePullSecrets[{i}]"))
-        if template.service_account_name:
-            wanted.append(("v1", "ServiceAccount", template.service_account_name, "spec.serviceAccountName"))
+        """Objects the pods need that do not exist, read by metadata only. Secrets are not read at all (the
+        operator may not): a missing one is reported from what its pods say (`named`)."""
         missing = []
-        for api_version, kind, name, where in wanted:
-            if not self.client.exists_metadata_only(api_version, kind, namespace, name):
+        for kind, name, where in references(template):
+            if kind != "Secret" and not self.client.exists_metadata_only("v1", kind, namespace, name):
                 missing.append(f"{kind} {namespace}/{name} (named in {where}) does not exist")
         return tuple(missing)
 
@@ -112,3 +94,41 @@ class Observer:
 def _deployment(children: Children, name: str) -> DeploymentState | None:
     child = children.get(("Deployment", name))
     return child.state if child is not None else None
+
+
+def references(template: RevisionTemplate) -> list[tuple[str, str, str]]:
+    """(kind, name, where the spec names it) of every object the pods of a revision need."""
+    wanted: list[tuple[str, str, str]] = []
+    bento = template.bento
+    if bento.store is not None and bento.store.secret_ref is not None:
+        wanted.append(("Secret", bento.store.secret_ref.name, "spec.bento.store.secretRef"))
+    if bento.store is not None and bento.store.uri.startswith("pvc://"):
+        claim = bento.store.uri.removeprefix("pvc://").split("/", 1)[0]
+        wanted.append(("PersistentVolumeClaim", claim, "spec.bento.store.uri"))
+    for i, var in enumerate(template.env):
+        source = var.value_from
+        if source is None:
+            continue
+        if source.secret_key_ref is not None and not source.secret_key_ref.optional:
+            wanted.append(("Secret", source.secret_key_ref.name, f"spec.env[{i}].valueFrom.secretKeyRef"))
+        if source.config_map_key_ref is not None and not source.config_map_key_ref.optional:
+            wanted.append(("ConfigMap", source.config_map_key_ref.name, f"spec.env[{i}].valueFrom.configMapKeyRef"))
+    for i, ref in enumerate(template.image_pull_secrets):
+        wanted.append(("Secret", ref.name, f"spec.imagePullSecrets[{i}]"))
+    if template.service_account_name:
+        wanted.append(("ServiceAccount", template.service_account_name, "spec.serviceAccountName"))
+    return wanted
+
+
+def named(problems: tuple[PodProblem, ...], namespace: str, template: RevisionTemplate) -> tuple[PodProblem, ...]:
+    """Pod problems of a missing Secret or ConfigMap, with where the spec names it."""
+    where = {(kind, name): at for kind, name, at in reversed(references(template))}
+
+    def with_where(problem: PodProblem) -> PodProblem:
+        if problem.missing is None:
+            return problem
+        kind, name = problem.missing
+        named_in = f" (named in {where[problem.missing]})" if problem.missing in where else ""
+        return replace(problem, message=f"{kind} {namespace}/{name}{named_in} is missing: {problem.message}")
+
+    return tuple(with_where(problem) for problem in problems)

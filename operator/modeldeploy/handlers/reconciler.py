@@ -2,16 +2,16 @@
 
 Runs on a worker thread. Takes the object from the watch cache (or fresh from the API server
 right after its own status write), its children from the operator's in-memory index (kept by
-kopf's watches), asks `rollout` what should run, renders the children from the table of child
-kinds, applies them with server-side apply, removes children no longer wanted, and writes
-status only when it changed.
+kopf's watches), asks `rollout` what should run, has the children it controls written
+(`handlers.apply`), and writes status only when it changed. Whatever goes wrong on the way ends
+as a condition on the object: a spec the operator cannot use (InvalidSpec, NotAllowed), a child
+the cluster refuses (ChildRejected, NameConflict), an error of the reconcile itself (ReconcileError).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -19,47 +19,53 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modeldeploy.analysis.runner import Measurements
 from modeldeploy.api.errors import describe
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, ModelDeploymentStatus
+from modeldeploy.handlers.apply import Applier
 from modeldeploy.handlers.observe import Children, Observer, owned
-from modeldeploy.k8s.children import APPLIED_ANNOTATION, BY_KIND, OPTIONAL, Child, read_child, render_children
-from modeldeploy.k8s.client import FIELD_MANAGER, ApiError, Client, ObjectRef
-from modeldeploy.model.digest import digest
-from modeldeploy.model.measurement import Measurement
-from modeldeploy.model.meta import child_name
-from modeldeploy.model.observed import DeploymentState
+from modeldeploy.k8s.client import ApiError, Client
 from modeldeploy.rollout import conditions
-from modeldeploy.rollout.conditions import Problem
-from modeldeploy.rollout.plan import Plan, PlanConfig, analysis_due, plan
+from modeldeploy.rollout.config import PlanConfig, refusal
+from modeldeploy.rollout.plan import analysis_due, plan
 
 log = logging.getLogger(__name__)
 
-HANDOFF_MANAGER = "modeldeploy-handoff"
-# Children are applied in full at least this often anyway, which puts back any change made by hand.
-FULL_APPLY_PERIOD = 300.0
+Key = tuple[str, str]
+
 CONFLICT_RETRY = timedelta(seconds=1)
 # A ModelDeployment that can't be fixed by waiting is looked at again only this often.
 INVALID_RECHECK = timedelta(minutes=5)
-APPLIED_DIGEST_LENGTH = 16
-
-Measure = Callable[[ModelDeployment, str], Measurement]
+# A child someone else's object stands in for, or the API server refused: nothing watches what would
+# change that (the other object may carry no labels), so it is looked at again this often.
+CHILD_RECHECK = timedelta(seconds=15)
+# A reconcile that failed is retried after 1s, 2s, 4s, ... at most this long.
+FAILURE_BACKOFF_MAX = 300.0
+# What a failed reconcile's condition quotes of the error.
+CAUSE_LIMIT = 300
 
 
 @dataclass
 class Reconciler:
     client: Client
     config: PlanConfig = field(default_factory=PlanConfig)
-    measure: Measure | None = None
+    measurements: Measurements | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Set by the operator's wiring: queue a ModelDeployment now (a measurement for it is ready).
+    wake: Callable[[Key], object] | None = None
     # Per ModelDeployment: the resourceVersion its last status write produced, until the cache has it.
-    _written: dict[tuple[str, str], str] = field(default_factory=dict)
-    # When each ModelDeployment's children were last applied in full, and what generation each child
-    # had after the operator's own last apply (a different one means someone else changed it).
-    _full_apply: dict[tuple[str, str], float] = field(default_factory=dict)
-    _generations: dict[tuple[str, str], dict[tuple[str, str], int | None]] = field(default_factory=dict)
+    _written: dict[Key, str] = field(default_factory=dict)
+    _failures: dict[Key, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.observer = Observer(self.client, self.clock, self.config.default_runtime_image)
+        self.applier = Applier(self.client, self.observer)
+        if self.measurements is not None:
+            self.measurements.wake = self._measured
+
+    def _measured(self, key: Any) -> None:
+        if self.wake is not None:
+            self.wake(key)
 
     # -- entry point -----------------------------------------------------------------
 
@@ -71,22 +77,32 @@ class Reconciler:
         cached: Mapping[str, Any] | None = None,
     ) -> timedelta | None:
         """Reconcile one ModelDeployment; `cached` is its body from the watch cache (read fresh when None)."""
+        key = (namespace, name)
         try:
-            return self._reconcile(namespace, name, children, cached)
+            again = self._reconcile(namespace, name, children, cached)
         except ApiError as err:
             if err.not_found or err.namespace_terminating:
                 log.debug("%s/%s went away during its reconcile: %s", namespace, name, err)
                 return None  # deleted meanwhile: the garbage collector takes the children
-            raise
+            return self._failed(key, cached, err)
+        except OSError as err:
+            return self._failed(key, cached, err)
+        except Exception as err:
+            self._failed(key, cached, err)
+            raise  # a cause nobody planned for: the work queue logs it whole and backs off
+        self._failures.pop(key, None)
+        return again
 
     def forget(self, namespace: str, name: str) -> None:
         """The ModelDeployment is gone: drop what was kept about it."""
         key = (namespace, name)
         self._written.pop(key, None)
-        self._full_apply.pop(key, None)
-        self._generations.pop(key, None)
+        self._failures.pop(key, None)
+        self.applier.forget(key)
+        if self.measurements is not None:
+            self.measurements.forget(key)
 
-    def _latest(self, key: tuple[str, str], cached: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def _latest(self, key: Key, cached: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The object to decide on: never older than the operator's own last write to it.
 
         The watch cache is used once it has reached the version the last status write produced;
@@ -107,138 +123,50 @@ class Reconciler:
     def _reconcile(
         self, namespace: str, name: str, indexed: Children, cached: Mapping[str, Any] | None
     ) -> timedelta | None:
-        body = self._latest((namespace, name), cached)
+        key = (namespace, name)
+        body = self._latest(key, cached)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone, or going: the garbage collector removes the children
         try:
             md = parse(body)
         except ValidationError as err:
             return INVALID_RECHECK if self._report_invalid(body, describe(err)) else CONFLICT_RETRY
+        refused = refusal(md, self.config)
+        if refused is not None:
+            reported = self._report_invalid(body, list(refused.problems), refused.reason)
+            return INVALID_RECHECK if reported else CONFLICT_RETRY
 
         children = {ref: child for ref, child in indexed.items() if owned(child, md)}
         observed = self.observer.observe(md, children)
         revision = analysis_due(md, observed)
-        if revision is not None and self.measure is not None:
-            observed = replace(observed, measurement=self.measure(md, revision))
+        if revision is not None and self.measurements is not None:
+            measured = self.measurements.take(key, md, revision)
+            if measured is not None:
+                observed = replace(observed, measurement=measured)
         result = plan(md, observed, self.config)
 
         # The decision is recorded before it is acted on: a decision made on a stale copy is refused
         # here (409) before it touches a child, and an operator stopped between the two steps
         # resumes from what the status says it was doing.
-        written = self._write_status(body, result.status)
+        recorded = conditions.with_reconcile_error(md.status, result.status)
+        written = self._write_status(body, recorded)
         if written is None:
             return CONFLICT_RETRY
         status = result.status
+        again = result.requeue_after
         if not result.leave_children:
-            problems = self._apply(md, result, children, observed.unserved)
+            problems = tuple(self.applier.apply(md, result, indexed, observed.unserved))
+            if problems != result.facts.apply_problems:
+                status = conditions.status(replace(result.facts, apply_problems=problems))
             if problems:
-                status = conditions.status(replace(result.facts, apply_problems=tuple(problems)))
-                if self._write_status(written, status) is None:
-                    return CONFLICT_RETRY
+                again = min(again or CHILD_RECHECK, CHILD_RECHECK)
+        if status != recorded and self._write_status(written, status) is None:
+            return CONFLICT_RETRY
         for event in [*result.events, *conditions.transitions(md.status or ModelDeploymentStatus(), status)]:
             self.client.post_event(
                 body, type_=event.type, reason=event.reason, message=event.message, action="Reconcile"
             )
-        return result.requeue_after
-
-    # -- act -----------------------------------------------------------------------------
-
-    def _apply(self, md: ModelDeployment, result: Plan, children: Children, unserved: frozenset[str]) -> list[Problem]:
-        desired = render_children(md, result.stable, result.canary, route_weight=result.route_weight, unserved=unserved)
-        stable_child = children.get(("Deployment", child_name(md, "stable")))
-        if md.spec.autoscaling is not None and stable_child is not None and stable_child.state is not None:
-            self._hand_replicas_to_autoscaler(md, stable_child.state)
-        key = (md.namespace, md.name)
-        full = time.monotonic() - self._full_apply.get(key, float("-inf")) > FULL_APPLY_PERIOD
-        problems = []
-        for obj in desired:
-            problem = self._apply_child(md, obj, children.get((obj["kind"], obj["metadata"]["name"])), full=full)
-            if problem is not None:
-                problems.append(problem)
-        if full and not problems:
-            self._full_apply[key] = time.monotonic()
-        self._remove_unwanted(md, children, {(obj["kind"], obj["metadata"]["name"]) for obj in desired})
-        return problems
-
-    def _apply_child(
-        self, md: ModelDeployment, obj: dict[str, Any], child: Child | None, *, full: bool
-    ) -> Problem | None:
-        """Apply one desired child unless it is unchanged; the problem, when the cluster will not take it."""
-        kind = BY_KIND[obj["kind"]]
-        if kind.optional and not self.observer.served(kind.kind):
-            # A kind the traffic router needs was left out already, with the router's reason; any other is
-            # said here, and the other children are applied all the same.
-            return (
-                "ChildKindNotServed",
-                f"this cluster does not serve {kind.kind} ({kind.api_version}): install its CRDs",
-            )
-        applied_digest = digest(obj, APPLIED_DIGEST_LENGTH)
-        obj["metadata"].setdefault("annotations", {})[APPLIED_ANNOTATION] = applied_digest
-        ref = (obj["kind"], obj["metadata"]["name"])
-        generations = self._generations.setdefault((md.namespace, md.name), {})
-        if (
-            not full
-            and child is not None
-            and child.applied == applied_digest
-            and child.generation == generations.get(ref, child.generation)
-        ):
-            return None  # applied already, and nobody changed it since
-        try:
-            applied = self.client.apply(obj)
-        except ApiError as err:
-            if err.not_found and kind.optional:
-                self.observer.forget_served(kind.kind)  # the CRD went away: ask again next time
-                raise
-            if err.status >= 500 or err.status in (409, 429) or err.namespace_terminating:
-                raise  # transient, or the object is going: the caller decides
-            where = f"{obj['kind']} {obj['metadata']['name']}"
-            log.warning("%s/%s: applying %s failed: %s", md.namespace, md.name, where, err)
-            return ("ChildRejected", f"{where} was rejected by the API server: {err.message}")
-        generations[ref] = applied.get("metadata", {}).get("generation")
-        return None
-
-    def _remove_unwanted(self, md: ModelDeployment, children: Children, wanted: set[tuple[str, str]]) -> None:
-        for (kind, name), child in children.items():
-            if (kind, name) not in wanted:
-                log.info("%s/%s: removing %s %s", md.namespace, md.name, kind, name)
-                self.client.delete(ObjectRef(child.api_version, kind, md.namespace, name), uid=child.uid)
-        # Optional kinds are not watched: when the spec changed and wants none, delete the one there is.
-        for optional in OPTIONAL:
-            name = child_name(md)
-            if (optional.kind, name) in wanted or not self._spec_changed(md) or not self.observer.served(optional.kind):
-                continue
-            found = self.client.get(optional.api_version, optional.kind, md.namespace, name)
-            if found is None:
-                continue
-            child = read_child(optional, found)
-            if not owned(child, md):
-                continue  # someone else's object that happens to share the name
-            if self.client.delete(ObjectRef(optional.api_version, optional.kind, md.namespace, name), uid=child.uid):
-                log.info("%s/%s: removed %s %s", md.namespace, md.name, optional.kind, name)
-
-    @staticmethod
-    def _spec_changed(md: ModelDeployment) -> bool:
-        observed = md.status.observed_generation if md.status else None
-        return observed != md.metadata.generation
-
-    def _hand_replicas_to_autoscaler(self, md: ModelDeployment, stable: DeploymentState) -> None:
-        """Stop owning spec.replicas without resetting it.
-
-        Server-side apply removes a field its manager stops sending unless another manager
-        owns it too; a one-field apply under a second manager keeps the current count until
-        the autoscaler writes its own.
-        """
-        if FIELD_MANAGER not in stable.replicas_owned_by or HANDOFF_MANAGER in stable.replicas_owned_by:
-            return
-        self.client.apply(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": stable.name, "namespace": md.namespace},
-                "spec": {"replicas": stable.spec_replicas},
-            },
-            field_manager=HANDOFF_MANAGER,
-        )
+        return again
 
     # -- report --------------------------------------------------------------------------
 
@@ -261,20 +189,43 @@ class Reconciler:
         self._written[(meta["namespace"], meta["name"])] = written["metadata"].get("resourceVersion", "")
         return written
 
-    def _report_invalid(self, body: dict[str, Any], problems: list[str]) -> bool:
-        """A spec the API server let through but the operator cannot use: say so in status.
+    def _report_invalid(self, body: dict[str, Any], problems: list[str], reason: str = "InvalidSpec") -> bool:
+        """A spec the API server let through but the operator cannot (or may not) use: say so in status.
 
         False when the object changed under us (reconcile again).
         """
         old = stored_status(body) or ModelDeploymentStatus()
-        status = conditions.invalid_spec(old, body["metadata"].get("generation"), problems, self.clock())
+        status = conditions.invalid_spec(old, body["metadata"].get("generation"), problems, self.clock(), reason)
         if status.wire() == (body.get("status") or {}):
             return True
         if self._write_status(body, status) is None:
             return False
         message = "; ".join(problems)
-        self.client.post_event(body, type_="Warning", reason="InvalidSpec", message=message, action="Validate")
+        self.client.post_event(body, type_="Warning", reason=reason, message=message, action="Validate")
         return True
+
+    def _failed(self, key: Key, cached: Mapping[str, Any] | None, err: Exception) -> timedelta:
+        """A reconcile that raised: the cause in a ReconcileError condition, in one line, and a retry later."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = timedelta(seconds=min(2.0 ** (failures - 1), FAILURE_BACKOFF_MAX))
+        cause = one_line(err)
+        log.warning("%s/%s: reconcile failed (attempt %d, again in %s): %s", *key, failures, delay, cause)
+        try:
+            body = self._latest(key, cached)
+            if body is not None and not body["metadata"].get("deletionTimestamp"):
+                old = stored_status(body) or ModelDeploymentStatus()
+                generation = body["metadata"].get("generation")
+                self._write_status(body, conditions.reconcile_error(old, generation, cause, self.clock()))
+        except Exception as second:  # the API server may be what failed: the log has it, and the retry
+            log.debug("%s/%s: could not record the failure: %s", *key, one_line(second))
+        return delay
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, ApiError | OSError):
+        text = f"{type(err).__name__}: {text}"
+    return text[:CAUSE_LIMIT]
 
 
 def parse(body: Mapping[str, Any]) -> ModelDeployment:

@@ -33,8 +33,9 @@ OTHER_GRANTS = (
     Grant("modeldeploy.dev", ("modeldeployments/finalizers",), ("update",)),
     # Why pods of a ModelDeployment are not Ready (listed by label, only then).
     Grant("", ("pods",), ("list",)),
-    # Whether referenced objects exist. Secrets are read by name, metadata only, never listed or watched.
-    Grant("", ("secrets", "configmaps", "serviceaccounts", "persistentvolumeclaims"), ("get",)),
+    # Whether referenced objects exist, read by name, metadata only. Not Secrets: RBAC cannot limit a get to
+    # metadata, and a token that can get Secrets reads them all; a missing one is reported from the pods.
+    Grant("", ("configmaps", "serviceaccounts", "persistentvolumeclaims"), ("get",)),
     Grant("events.k8s.io", ("events",), ("create", "patch")),
     # kopf posts its own events through the core API.
     Grant("", ("events",), ("create", "patch")),

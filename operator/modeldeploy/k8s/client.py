@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -30,7 +31,6 @@ FIELD_MANAGER = "modeldeploy"
 PLURALS: dict[tuple[str, str], str] = {(child.api_version, child.kind): child.plural for child in CHILD_KINDS} | {
     (API_VERSION, KIND): PLURAL,
     ("v1", "Pod"): "pods",
-    ("v1", "Secret"): "secrets",
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
@@ -60,18 +60,35 @@ class ApiError(Exception):
         return self.status == 422
 
     @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def uid_mismatch(self) -> bool:
+        """An apply pinned to a uid found no object of that uid: it is gone, or another object took its name."""
+        return (self.status == 409 and "uid mismatch" in self.message) or (
+            self.status == 422 and "metadata.uid" in self.message
+        )
+
+    @property
+    def unreachable(self) -> bool:
+        """No answer from the API server at all (status 0)."""
+        return self.status == 0
+
+    @property
     def namespace_terminating(self) -> bool:
         """The namespace is being deleted: nothing may be created in it any more."""
         return self.status == 403 and "because it is being terminated" in self.message
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """The path of a resource; names are quoted whole, so no `/` or `..` in one can reach another path."""
     plural = PLURALS[(api_version, kind)]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     if namespace:
-        base += f"/namespaces/{quote(namespace)}"
+        base += f"/namespaces/{quote(namespace, safe='')}"
     base += f"/{plural}"
-    return base + (f"/{quote(name)}" if name else "")
+    return base + (f"/{quote(name, safe='')}" if name else "")
 
 
 def _kind_of(path: str) -> str:
@@ -139,8 +156,11 @@ class Client:
         req = self.api.param_serialize(
             method, url_path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        response = self.api.call_api(*req, _request_timeout=timeout)
-        data = response.read()
+        try:
+            response = self.api.call_api(*req, _request_timeout=timeout)
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiError(0, "Unreachable", f"no answer from the API server: {type(err).__name__}: {err}") from err
         text = data.decode("utf-8") if isinstance(data, bytes) else (data or "")
         if not 200 <= response.status < 300:
             message = text
@@ -170,9 +190,17 @@ class Client:
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
-    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager, taking over fields it owns."""
+    def apply(
+        self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER, *, uid: str | None = None
+    ) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager, taking over fields it owns.
+
+        With `uid`, the apply is pinned to that object: it never creates one, and never writes to another
+        object of the same name (ApiError.uid_mismatch), so what the operator applies to is what it checked.
+        """
         ref = ObjectRef.of(obj)
+        if uid is not None:
+            obj = {**obj, "metadata": {**obj["metadata"], "uid": uid}}
         result: dict[str, Any] = self.request(
             "PATCH",
             resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
@@ -181,6 +209,49 @@ class Client:
             content_type="application/apply-patch+yaml",
         )
         return result
+
+    def create(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
+        """Create an object as if it had been applied; None when one of that name exists already.
+
+        A create records its fields under an Update entry of the field manager, which later applies
+        would share: a field they stop sending would stay. One patch turns that entry into the Apply
+        entry those applies own. It replaces the whole list (a JSON patch test of the resourceVersion
+        would lose to the controllers' first status writes): an entry another manager added meanwhile
+        is dropped, which costs nothing, as Update entries never conflict and are written again.
+        """
+        ref = ObjectRef.of(obj)
+        try:
+            created: dict[str, Any] = self.request(
+                "POST",
+                resource_path(ref.api_version, ref.kind, ref.namespace),
+                body=obj,
+                query=[("fieldManager", field_manager)],
+            )
+        except ApiError as err:
+            if err.already_exists:
+                return None
+            raise
+        entries = created.get("metadata", {}).get("managedFields") or []
+        applied = [
+            {**e, "operation": "Apply"} if e.get("manager") == field_manager and e.get("operation") == "Update" else e
+            for e in entries
+        ]
+        if applied == entries:
+            return created
+        try:
+            adopted: dict[str, Any] = self.request(
+                "PATCH",
+                resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
+                body={"metadata": {"managedFields": applied}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as err:
+            # The object is ours all the same; only a field removed from it later may stay behind.
+            log.warning(
+                "%s %s/%s: its fields could not be taken as applied: %s", ref.kind, ref.namespace, ref.name, err
+            )
+            return created
+        return adopted
 
     def delete(self, ref: ObjectRef, *, uid: str | None = None) -> bool:
         """Delete (foreground-free, background GC); False when it was already gone."""

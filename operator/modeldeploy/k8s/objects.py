@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -74,8 +75,32 @@ def _fetch_problem(pod: Mapping[str, Any], cs: Mapping[str, Any], role: str) -> 
     return PodProblem(role, "BentoFetchFailed", message, fatal=backing_off)
 
 
+# How the kubelet says a container's Secret or ConfigMap (or a key of one) is missing. The operator reads
+# no Secret itself: this is how it learns that one the spec names does not exist.
+_MISSING = re.compile(r'\b(secret|configmap)s? "([^"]+)" not found', re.IGNORECASE)
+_MISSING_KEY = re.compile(r"couldn't find key (\S+) in (Secret|ConfigMap) [^/\s]+/(\S+)")
+_KINDS = {"secret": "Secret", "configmap": "ConfigMap"}
+
+
+def _missing_reference(what: str, cs: Mapping[str, Any], pod: str, role: str) -> PodProblem | None:
+    waiting = (cs.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") != "CreateContainerConfigError":
+        return None
+    said = waiting.get("message") or ""
+    found = _MISSING.search(said)
+    if found is not None:
+        missing = (_KINDS[found.group(1).lower()], found.group(2))
+    elif (key := _MISSING_KEY.search(said)) is not None:
+        missing = (key.group(2), key.group(3))
+    else:
+        return None
+    message = f"{what} {cs.get('name')} of pod {pod} cannot start: {said[:MESSAGE_LIMIT]}"
+    # Not fatal: the kubelet tries again, and the pods start once the object is created.
+    return PodProblem(role, "MissingReference", message, fatal=False, missing=missing)
+
+
 def pod_problems(pods: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
-    """The distinct problems of the given pods, one per (role, reason)."""
+    """The distinct problems of the given pods, one per (role, reason), and per missing object."""
     found: dict[tuple[str, str], PodProblem] = {}
     for pod in pods:
         meta = pod.get("metadata", {})
@@ -96,6 +121,10 @@ def pod_problems(pods: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
                 if fetch is not None:
                     found.setdefault((role, fetch.reason), fetch)
                     continue
+            absent = _missing_reference(what, cs, name, role)
+            if absent is not None:
+                found.setdefault((role, f"{absent.reason}/{absent.missing}"), absent)
+                continue
             waiting = (cs.get("state") or {}).get("waiting") or {}
             mapped = _WAITING_REASONS.get(waiting.get("reason", ""))
             if mapped is None:

@@ -66,6 +66,8 @@ class PodProblem:
     message: str
     # Problems that will not fix themselves by waiting (a crash loop, a bad image).
     fatal: bool
+    # (kind, name) of a Secret or ConfigMap the pod needs and the kubelet cannot find.
+    missing: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

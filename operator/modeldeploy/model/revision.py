@@ -39,6 +39,7 @@ class RevisionTemplate(ApiModel):
     bento_config: BentoConfig = Field(default_factory=BentoConfig)
     placement: Placement = Field(default_factory=Placement)
     service_account_name: str | None = None
+    automount_service_account_token: bool | None = None
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     startup_timeout: Duration = Duration("10m")
 
@@ -64,6 +65,7 @@ def template_of(spec: ModelDeploymentSpec, default_runtime_image: str | None = N
         bento_config=spec.bento_config,
         placement=spec.placement,
         service_account_name=spec.service_account_name,
+        automount_service_account_token=spec.automount_service_account_token,
         image_pull_secrets=spec.image_pull_secrets,
         startup_timeout=spec.startup_timeout,
     )

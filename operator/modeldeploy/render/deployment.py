@@ -8,9 +8,8 @@ import posixpath
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from modeldeploy.api.v1alpha1 import BentoConfig, ModelDeployment
+from modeldeploy.api.v1alpha1.bentoml import typed_value
 from modeldeploy.model.desired import Desired
 from modeldeploy.model.meta import (
     BENTO_SOURCE_ENV,
@@ -37,12 +36,6 @@ PRE_STOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 60
 
 
-def _scalar(text: str) -> Any:
-    """An option's value as BentoML reads values from BENTOML_CONFIG_OPTIONS: a YAML scalar."""
-    value = yaml.safe_load(text)
-    return value if isinstance(value, str | int | float | bool) or value is None else text
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -65,7 +58,7 @@ def bento_config_overrides(config: BentoConfig) -> dict[str, Any]:
         if config.max_concurrency is not None:
             _set_dotted(tree, f"{prefix}.traffic.max_concurrency", config.max_concurrency)
     for key, value in sorted(config.options.items()):
-        _set_dotted(tree, key, _scalar(value))
+        _set_dotted(tree, key, typed_value(key, value))
     return tree
 
 
@@ -162,7 +155,9 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
 
     if bento.tag is not None:
         assert bento.store is not None
-        image = bento.runtime_image or ""
+        # A tag without a runtime image is refused before anything is rendered (rollout.config.refusals).
+        image = bento.runtime_image
+        assert image is not None
         # The init container imports the bento into BENTOML_HOME on the shared emptyDir; the server reads it there.
         fetch_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
         if bento.store.uri.startswith("pvc://"):
@@ -242,17 +237,16 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
         spec["initContainers"] = init_containers
     if template.service_account_name:
         spec["serviceAccountName"] = template.service_account_name
-    else:
-        # The model server never talks to the Kubernetes API.
-        spec["automountServiceAccountToken"] = False
+    # A model server has no business with the Kubernetes API: a token only when the spec asks for one.
+    spec["automountServiceAccountToken"] = bool(template.automount_service_account_token)
     if template.image_pull_secrets:
         spec["imagePullSecrets"] = [s.wire() for s in template.image_pull_secrets]
     if placement.node_selector:
         spec["nodeSelector"] = dict(sorted(placement.node_selector.items()))
     if tolerations:
         spec["tolerations"] = tolerations
-    if placement.affinity:
-        spec["affinity"] = placement.affinity
+    if placement.affinity is not None and placement.affinity.wire():
+        spec["affinity"] = placement.affinity.wire()
     if placement.priority_class_name:
         spec["priorityClassName"] = placement.priority_class_name
     return spec
@@ -261,7 +255,7 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
 def render_deployment(md: ModelDeployment, plan: RevisionPlan) -> dict[str, Any]:
     template = plan.template
     _, version = template.bento.name_and_version
-    pod_labels = {**labels(md, plan.role), REVISION_LABEL: plan.revision}
+    pod_labels = {**labels(md, plan.role, template.bento), REVISION_LABEL: plan.revision}
     if version:
         pod_labels["app.kubernetes.io/version"] = version[:63].strip("-_.") or "unknown"
     startup_seconds = template.startup_timeout.total_seconds()

@@ -20,13 +20,15 @@ from modeldeploy.api.v1alpha1 import (
 )
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.revision import steps_hash
-from modeldeploy.rollout.conditions import Event
+from modeldeploy.rollout.conditions import Event, child_problems
 from modeldeploy.routing import TrafficRouter
 
 # Rollback reasons that are not the canary's fault: the revision is not recorded as failed.
 NOT_A_FAILURE = frozenset({"SpecReverted", "Superseded"})
 # While waiting on pods the machine has nothing timed to do; child events wake it, this is a backstop.
 WAIT_RECHECK = timedelta(seconds=30)
+# A child the cluster would not take is tried again this often (its cause is outside the operator's view).
+HELD_RECHECK = timedelta(seconds=15)
 
 
 class CanaryWalk:
@@ -54,6 +56,8 @@ class CanaryWalk:
         self.waits: list[timedelta] = []
         # Set when the canary is about to go: its route weight is 0 from this reconcile on.
         self.draining = False
+        # Children the last reconcile could not write (status says which): no step is passed without them.
+        self.held = child_problems(md.status)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -193,6 +197,11 @@ class CanaryWalk:
             return
         if rollout.analysis is not None and not self._passed_this_step(canary):
             return  # _judge asked to be woken for the next measurement
+        if self.held:
+            # A step is only as good as the children that make it: a refused route, say, sent the canary
+            # none of its traffic. The walk waits for every child to be taken.
+            self._wait(HELD_RECHECK)
+            return
         if canary.step + 1 < len(steps):
             canary.step += 1
             canary.step_weight = steps[canary.step].weight

@@ -29,6 +29,10 @@ CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
 Problem = tuple[str, str]  # (reason, message)
 
+# Reasons of children the cluster did not take: while one stands, the rollout holds where it is (a
+# step whose route was refused sends the canary no traffic, and passing it would judge nothing).
+CHILD_PROBLEMS = frozenset({"ChildRejected", "NameConflict", "ChildKindNotServed"})
+
 
 class Verdict(NamedTuple):
     ok: bool
@@ -89,16 +93,50 @@ def status(facts: Facts) -> ModelDeploymentStatus:
 
 
 def invalid_spec(
-    old: ModelDeploymentStatus, generation: int | None, problems: Sequence[str], now: datetime
+    old: ModelDeploymentStatus,
+    generation: int | None,
+    problems: Sequence[str],
+    now: datetime,
+    reason: str = "InvalidSpec",
 ) -> ModelDeploymentStatus:
-    """A spec the API server let through but the operator cannot use; what runs is left as it was."""
-    verdict = Verdict(False, "InvalidSpec", "; ".join(problems))
+    """A spec the API server let through but the operator cannot use (InvalidSpec) or may not (NotAllowed);
+    what runs is left as it was."""
+    verdict = Verdict(False, reason, "; ".join(problems))
     stamp = whole_seconds(now)
     conditions = [
         _condition(old.conditions, "Ready", verdict, stamp, generation),
         _condition(old.conditions, "Degraded", verdict._replace(ok=True), stamp, generation),
     ]
     return old.model_copy(update={"phase": "Failed", "observed_generation": generation, "conditions": conditions})
+
+
+def reconcile_error(
+    old: ModelDeploymentStatus, generation: int | None, cause: str, now: datetime
+) -> ModelDeploymentStatus:
+    """A reconcile that failed: said in Degraded, the rest of status as the last reconcile left it (what
+    runs has not changed); the next reconcile that succeeds computes all of it again."""
+    verdict = Verdict(True, "ReconcileError", cause)
+    degraded = _condition(old.conditions, "Degraded", verdict, whole_seconds(now), generation)
+    kept = [c for c in old.conditions if c.type != "Degraded"]
+    return old.model_copy(update={"conditions": [*kept, degraded]})
+
+
+def with_reconcile_error(old: ModelDeploymentStatus | None, new: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """The new status, still saying the last reconcile failed (if it did and nothing worse is wrong now): a
+    reconcile records its plan before it acts, and only the act tells whether the failure is over."""
+    failed = next((c for c in (old.conditions if old else []) if c.type == "Degraded"), None)
+    current = next((c for c in new.conditions if c.type == "Degraded"), None)
+    if failed is None or failed.reason != "ReconcileError" or (current is not None and current.status == "True"):
+        return new
+    return new.model_copy(update={"conditions": [failed if c.type == "Degraded" else c for c in new.conditions]})
+
+
+def child_problems(old: ModelDeploymentStatus | None) -> tuple[Problem, ...]:
+    """The children the last reconcile could not write, as its status says (so they hold across restarts)."""
+    degraded = next((c for c in (old.conditions if old else []) if c.type == "Degraded"), None)
+    if degraded is None or degraded.status != "True" or degraded.reason not in CHILD_PROBLEMS:
+        return ()
+    return ((degraded.reason, degraded.message),)
 
 
 def _condition(

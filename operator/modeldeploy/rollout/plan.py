@@ -34,17 +34,11 @@ from modeldeploy.model.revision import RevisionPlan, RevisionTemplate, steps_has
 from modeldeploy.rollout import conditions
 from modeldeploy.rollout.canary import CanaryWalk
 from modeldeploy.rollout.conditions import Event
+from modeldeploy.rollout.config import PlanConfig
 from modeldeploy.routing import router_for
 
-# Nothing watches referenced Secrets or ConfigMaps; a rollout waiting for one looks again this often.
+# Nothing watches referenced ConfigMaps, ServiceAccounts or claims; a rollout waiting for one looks again this often.
 REFERENCE_RECHECK = timedelta(seconds=15)
-
-
-@dataclass(frozen=True)
-class PlanConfig:
-    """Operator settings that change what is planned."""
-
-    default_runtime_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +275,7 @@ class _Planner(CanaryWalk):
             holds=tuple(self.holds),
             desired_revision=self.revision,
             capacity=self.capacity,
+            apply_problems=() if leave_children else self.held,
             stable_rolled_out=(
                 self.stable is not None
                 and obs.stable is not None

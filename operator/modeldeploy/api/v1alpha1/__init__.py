@@ -1,5 +1,6 @@
 """modeldeploy.dev/v1alpha1: the versioned API, and nothing else."""
 
+from modeldeploy.api.v1alpha1.env import EnvVar, EnvVarSource
 from modeldeploy.api.v1alpha1.rollout import (
     Analysis,
     CanaryStep,
@@ -14,8 +15,6 @@ from modeldeploy.api.v1alpha1.serving import (
     Bento,
     BentoConfig,
     BentoStore,
-    EnvVar,
-    EnvVarSource,
     LocalObjectReference,
     MetricTarget,
     Placement,

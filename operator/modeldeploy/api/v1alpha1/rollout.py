@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from modeldeploy.api.base import ApiModel
-from modeldeploy.api.duration import Duration
-from modeldeploy.api.rules import Rule
+from modeldeploy.api.duration import Duration, bounded
+from modeldeploy.api.rules import FieldRules, Rule
+from modeldeploy.api.v1alpha1.formats import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN
+
+# A base URL: scheme, host, optional port and path prefix; no userinfo, query or fragment, so the
+# operator's queries (path /api/v1/query and its own query string) cannot be turned into another request.
+PROMETHEUS_ADDRESS_PATTERN = (
+    r"^https?://([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+    r"(:[0-9]{1,5})?(/[-A-Za-z0-9._~%!$&'()*+,;=:/]*)?$"
+)
+# Gateway API's own Hostname format (no IPs; an optional leading wildcard label).
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def _sorted_strictly(values: list[int]) -> bool:
@@ -20,15 +30,22 @@ class CanaryStep(ApiModel):
     """One step of a canary: a traffic weight held for a pause, then judged."""
 
     weight: int = Field(ge=1, le=100, description="Percent of traffic the canary receives at this step.")
-    pause: Duration = Field(default=Duration("1m"), description="How long the weight is held, for example 60s or 2m.")
+    pause: Annotated[Duration, bounded("0s", "168h")] = Field(
+        default=Duration("1m"), description="How long the weight is held, for example 60s or 2m; at most 7 days."
+    )
 
 
 class PrometheusSource(ApiModel):
     """The Prometheus that scrapes the model servers' /metrics."""
 
     address: str = Field(
-        pattern=r"^https?://[^\s]+$",
-        description="Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090.",
+        max_length=512,
+        pattern=PROMETHEUS_ADDRESS_PATTERN,
+        description=(
+            "Base URL of the Prometheus HTTP API: scheme, host, optional port and path prefix, no query, fragment "
+            "or user, for example http://prometheus.monitoring:9090. The operator may allow only some "
+            "(its --metrics-allow)."
+        ),
     )
     revision_label: str = Field(
         default="modeldeploy_dev_revision",
@@ -49,44 +66,89 @@ class Analysis(ApiModel):
     """How a canary is judged at each step, on BentoML's own request metrics."""
 
     prometheus: PrometheusSource = Field(description="Where the metrics are queried.")
-    interval: Duration = Field(default=Duration("30s"), description="Time between two measurements.")
+    interval: Annotated[Duration, bounded("1s", "24h")] = Field(
+        default=Duration("30s"), description="Time between two measurements, 1s to 24h."
+    )
     failure_limit: int = Field(
         default=2, ge=1, le=100, description="Failed measurements after which the canary is rolled back."
     )
     min_requests: int = Field(
         default=100,
         ge=0,
+        le=10**9,
         description="Requests the canary must have served in a window before it can pass: no promotion on no data.",
     )
     max_error_rate: float = Field(
         default=0.01, ge=0, le=1, description="Highest share of 5xx responses, 0.01 being 1%."
     )
-    max_latency_p99: Duration | None = Field(
+    max_latency_p99: Annotated[Duration, bounded("1ms", "1h")] | None = Field(
         default=None, description="Highest 99th percentile of request duration, for example 500ms."
     )
-    no_data_timeout: Duration = Field(
+    no_data_timeout: Annotated[Duration, bounded("1s", "24h")] = Field(
         default=Duration("10m"),
-        description="How long a step may wait for minRequests before the canary fails for lack of data.",
+        description="How long a step may wait for minRequests before the canary fails for lack of data, 1s to 24h.",
     )
 
 
 class GatewayParentRef(ApiModel):
     """A Gateway the HTTPRoute attaches to."""
 
-    name: str = Field(min_length=1, description="Name of the Gateway.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Gateway.")
     namespace: str | None = Field(
-        default=None, description="Namespace of the Gateway; the ModelDeployment's when unset."
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Namespace of the Gateway; the ModelDeployment's when unset.",
     )
-    section_name: str | None = Field(default=None, description="Listener of the Gateway to attach to.")
+    section_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Listener of the Gateway to attach to.",
+    )
+
+
+def _same_parent(a: Any, b: Any) -> bool:
+    return bool(a.name == b.name and a.namespace == b.namespace)
+
+
+# Gateway API's own rules on an HTTPRoute's parentRefs, so the route is never refused after admission.
+_SAME_PARENT = (
+    "p1.name == p2.name && (has(p1.__namespace__) ? "
+    "has(p2.__namespace__) && p1.__namespace__ == p2.__namespace__ : !has(p2.__namespace__))"
+)
+_PARENT_RULES = (
+    Rule(
+        cel=f"self.all(p1, self.all(p2, !({_SAME_PARENT}) || has(p1.sectionName) == has(p2.sectionName)))",
+        message="sectionName must be set on every reference when two reference the same Gateway",
+        check=lambda refs: all(
+            not _same_parent(a, b) or (a.section_name is None) == (b.section_name is None) for a in refs for b in refs
+        ),
+    ),
+    Rule(
+        cel=(
+            f"self.all(p1, self.exists_one(p2, {_SAME_PARENT} && "
+            "(has(p1.sectionName) ? has(p2.sectionName) && p1.sectionName == p2.sectionName : !has(p2.sectionName))))"
+        ),
+        message="each reference to a Gateway must name another sectionName",
+        check=lambda refs: len({(r.name, r.namespace, r.section_name) for r in refs}) == len(refs),
+    ),
+)
 
 
 class GatewayRoute(ApiModel):
     """The Gateway API HTTPRoute that splits traffic exactly."""
 
-    parent_refs: list[GatewayParentRef] = Field(
+    parent_refs: Annotated[list[GatewayParentRef], FieldRules(*_PARENT_RULES)] = Field(
         min_length=1, max_length=32, description="Gateways the HTTPRoute attaches to."
     )
-    hostnames: list[str] = Field(default_factory=list, max_length=16, description="Hostnames the route matches.")
+    hostnames: list[Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Hostnames the route matches, for example iris.example.com or *.example.com.",
+    )
 
 
 class Rollout(ApiModel):
@@ -134,6 +196,7 @@ class Rollout(ApiModel):
     )
     gateway: GatewayRoute | None = Field(default=None, description="The HTTPRoute's Gateways, for GatewayAPI.")
     paused: bool = Field(default=False, description="Hold the canary at its current step until set back to false.")
-    progress_deadline: Duration = Field(
-        default=Duration("10m"), description="How long canary pods may take to become Ready before the canary fails."
+    progress_deadline: Annotated[Duration, bounded("30s", "24h")] = Field(
+        default=Duration("10m"),
+        description="How long canary pods may take to become Ready before the canary fails, 30s to 24h.",
     )

@@ -1,40 +1,36 @@
-"""What serves the model: the bento, its resources and environment, BentoML's settings, placement, the Service."""
+"""What serves the model: the bento, its resources, BentoML's settings, placement, the Service.
+
+The environment is in `env`, the BentoML options in `bentoml`, the string formats in `formats`.
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import Field
 
 from modeldeploy.api.base import ApiModel
-from modeldeploy.api.rules import Rule
-
-# Kubernetes resource.Quantity, as the core API's OpenAPI schema writes it.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
-    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+from modeldeploy.api.rules import FieldRules, Rule
+from modeldeploy.api.v1alpha1.bentoml import MAX_OPTIONS, MAX_VALUE_LENGTH, OPTION_RULES, SERVICE_NAME_PATTERN
+from modeldeploy.api.v1alpha1.formats import (
+    DNS_SUBDOMAIN_PATTERN,
+    EXTENDED_RESOURCE_PATTERN,
+    IMAGE_MAX_LENGTH,
+    IMAGE_PATTERN,
+    LABEL_VALUE_PATTERN,
+    QUALIFIED_NAME_PATTERN,
+    DNSSubdomain,
+    Quantity,
+    image_rule,
+    labels_rule,
+    quantity_value,
 )
+
 # A BentoML tag with an explicit version: a revision must name exactly one bento.
 BENTO_TAG_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?:[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
-STORE_URI_PATTERN = r"^(s3|gs|az|https|pvc)://[^\s]+$"
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-LABEL_KEY_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-
-
-def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 500m, 2Gi or 4")
-    return value
-
-
-Quantity = Annotated[
-    int | str,
-    AfterValidator(_check_quantity),
-    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}]}),
-]
+# pvc://<claim>/<path>: the claim is a name in the ModelDeployment's namespace.
+STORE_URI_PATTERN = r"^((s3|gs|az|https)://[^\s]+|pvc://" + DNS_SUBDOMAIN_PATTERN.strip("^$") + r"(/[^\s]*)?)$"
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 
 
 # --- bento source -----------------------------------------------------------
@@ -43,13 +39,14 @@ Quantity = Annotated[
 class LocalObjectReference(ApiModel):
     """A reference to an object in the ModelDeployment's namespace."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
+    name: DNSSubdomain = Field(description="Name of the referenced object.")
 
 
 class BentoStore(ApiModel):
     """Where a bento archive is fetched from when no image was built for it."""
 
     uri: str = Field(
+        max_length=2048,
         pattern=STORE_URI_PATTERN,
         description=(
             "Prefix under which the archive <name>-<version>.bento is found, exported by "
@@ -86,13 +83,18 @@ class Bento(ApiModel):
             message="store and runtimeImage apply only to tag; an image already contains its bento",
             check=lambda b: b.image is None or (b.store is None and b.runtime_image is None),
         ),
+        image_rule("image"),
+        image_rule("runtimeImage"),
     )
 
     image: str | None = Field(
         default=None,
-        pattern=r"^\S+$",
-        max_length=512,
-        description="Image built by `bentoml containerize`; its entrypoint serves the bento on port 3000.",
+        pattern=IMAGE_PATTERN,
+        max_length=IMAGE_MAX_LENGTH,
+        description=(
+            "Image built by `bentoml containerize`, with a version: name:tag (not latest) or name@sha256:<digest>. "
+            "Its entrypoint serves the bento on port 3000."
+        ),
     )
     tag: str | None = Field(
         default=None,
@@ -103,11 +105,11 @@ class Bento(ApiModel):
     store: BentoStore | None = Field(default=None, description="Where the bento archive for tag is found.")
     runtime_image: str | None = Field(
         default=None,
-        pattern=r"^\S+$",
-        max_length=512,
+        pattern=IMAGE_PATTERN,
+        max_length=IMAGE_MAX_LENGTH,
         description=(
             "Image with bentoml and the bento's Python dependencies installed, used to fetch and serve "
-            "tag. Defaults to the operator's --default-runtime-image."
+            "tag, with a version like image. Defaults to the operator's --default-runtime-image."
         ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
@@ -179,88 +181,58 @@ class GPU(ApiModel):
     count: int = Field(default=0, ge=0, le=16, description="GPUs per replica, set as a limit of resourceName.")
     resource_name: str = Field(
         default="nvidia.com/gpu",
-        pattern=LABEL_KEY_PATTERN,
+        pattern=EXTENDED_RESOURCE_PATTERN,
         max_length=253,
         description="Extended resource name of the accelerator, nvidia.com/gpu unless your device plugin differs.",
     )
 
 
+def _resource_names_rule(field: str) -> Rule:
+    return Rule(
+        cel=f"!has(self.{field}) || self.{field}.all(k, k in {list(RESOURCE_NAMES)})",
+        message=f"{field} may name {', '.join(RESOURCE_NAMES)}; GPUs go in gpu",
+        field_path=f".{field}",
+        check=lambda r: set(getattr(r, field)) <= set(RESOURCE_NAMES),
+    )
+
+
+def _over_limit(resources: Resources) -> str | None:
+    for name, request in sorted(resources.requests.items()):
+        limit = resources.limits.get(name)
+        if limit is not None and quantity_value(request) > quantity_value(limit):
+            return name
+    return None
+
+
 class Resources(ApiModel):
     """Compute resources of each model server container."""
 
+    crd_rules = (
+        _resource_names_rule("requests"),
+        _resource_names_rule("limits"),
+        Rule(
+            cel=(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+                "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+            ),
+            message="a request must not be more than its limit",
+            field_path=".requests",
+            locate=lambda r: f"requests.{_over_limit(r)}",
+            check=lambda r: _over_limit(r) is None,
+        ),
+    )
+
     requests: dict[str, Quantity] = Field(
         default_factory=dict,
-        description="Requested resources, for example cpu: 500m and memory: 1Gi.",
+        max_length=len(RESOURCE_NAMES),
+        description="Requested cpu, memory or ephemeral-storage, for example cpu: 500m and memory: 1Gi.",
     )
     limits: dict[str, Quantity] = Field(
         default_factory=dict,
-        description="Resource limits, for example memory: 2Gi. GPUs go in gpu, not here.",
+        max_length=len(RESOURCE_NAMES),
+        description="Limits of cpu, memory or ephemeral-storage, for example memory: 2Gi. GPUs go in gpu.",
     )
     gpu: GPU | None = Field(default=None, description="GPUs per replica.")
-
-
-# --- environment --------------------------------------------------------------
-
-
-class KeySelector(ApiModel):
-    """A key of a Secret or ConfigMap in the ModelDeployment's namespace."""
-
-    name: str = Field(min_length=1, description="Name of the Secret or ConfigMap.")
-    key: str = Field(min_length=1, description="The key to take the value from.")
-    optional: bool | None = Field(default=None, description="Start the pod even when the key is missing.")
-
-
-class FieldSelector(ApiModel):
-    """A field of the pod, such as metadata.name or status.podIP."""
-
-    field_path: str = Field(min_length=1, description="Path of the field, for example metadata.name.")
-    api_version: str | None = Field(default=None, description="Version of the schema fieldPath is written in.")
-
-
-class ResourceFieldSelector(ApiModel):
-    """A resource request or limit of the model server container."""
-
-    resource: str = Field(min_length=1, description="The resource, for example limits.memory.")
-    divisor: Quantity | None = Field(default=None, description="Divisor of the exposed value.")
-
-
-class EnvVarSource(ApiModel):
-    """Where an environment variable's value comes from; exactly one source."""
-
-    crd_rules = (
-        Rule(
-            cel=(
-                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
-                "has(self.resourceFieldRef)].filter(x, x).size() == 1"
-            ),
-            message="exactly one of secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef must be set",
-            check=lambda s: (
-                sum(x is not None for x in (s.secret_key_ref, s.config_map_key_ref, s.field_ref, s.resource_field_ref))
-                == 1
-            ),
-        ),
-    )
-
-    secret_key_ref: KeySelector | None = Field(default=None, description="A key of a Secret.")
-    config_map_key_ref: KeySelector | None = Field(default=None, description="A key of a ConfigMap.")
-    field_ref: FieldSelector | None = Field(default=None, description="A field of the pod.")
-    resource_field_ref: ResourceFieldSelector | None = Field(default=None, description="A resource of the container.")
-
-
-class EnvVar(ApiModel):
-    """An environment variable of the model server, as in a Kubernetes container."""
-
-    crd_rules = (
-        Rule(
-            cel="!(has(self.value) && has(self.valueFrom))",
-            message="value and valueFrom are mutually exclusive",
-            check=lambda e: not (e.value is not None and e.value_from is not None),
-        ),
-    )
-
-    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN, description="Variable name.")
-    value: str | None = Field(default=None, description="Literal value.")
-    value_from: EnvVarSource | None = Field(default=None, description="Value taken from a Secret, ConfigMap or field.")
 
 
 # --- BentoML configuration ------------------------------------------------------
@@ -287,7 +259,7 @@ class BentoConfig(ApiModel):
 
     service: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=SERVICE_NAME_PATTERN,
         max_length=128,
         description="Name of the BentoML service the settings apply to: its class name, the bento's entry_service.",
     )
@@ -298,44 +270,99 @@ class BentoConfig(ApiModel):
     max_concurrency: int | None = Field(
         default=None, ge=1, le=100000, description="Requests served at once; more are rejected with 429."
     )
-    options: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Further BentoML configuration keys (dotted) and values, for example "
-            "services.IrisClassifier.traffic.max_concurrency: '8'; applied after the fields above."
-        ),
+    options: Annotated[dict[str, Annotated[str, Field(max_length=MAX_VALUE_LENGTH)]], FieldRules(*OPTION_RULES)] = (
+        Field(
+            default_factory=dict,
+            max_length=MAX_OPTIONS,
+            description=(
+                "Further BentoML options, services.<Service>.<option>: value, for example "
+                "services.IrisClassifier.traffic.max_concurrency: '8'; applied after the fields above. The options "
+                "BentoML 1.4 reads are accepted, with values of their type; those the serving contract rests on "
+                "(http.host, http.port, ssl, grpc, metrics.enabled, metrics.namespace) are not."
+            ),
+        )
     )
 
 
 # --- placement and service -------------------------------------------------------
 
 
+NodeSelector = Annotated[
+    dict[str, Annotated[str, Field(max_length=63)]], FieldRules(labels_rule("nodeSelector", values=True))
+]
+Annotations = Annotated[
+    dict[str, Annotated[str, Field(max_length=4096)]], FieldRules(labels_rule("annotation", values=False))
+]
+
+
 class Toleration(ApiModel):
     """A taint the model server pods tolerate."""
 
-    key: str | None = Field(default=None, description="Taint key; empty with operator Exists matches all taints.")
+    crd_rules = (
+        Rule(
+            cel="has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            message="a toleration without key must have operator Exists (it then tolerates every taint)",
+            field_path=".operator",
+            check=lambda t: t.key is not None or t.operator == "Exists",
+        ),
+        Rule(
+            cel="!(has(self.operator) && self.operator == 'Exists' && has(self.value) && self.value != '')",
+            message="value must be empty with operator Exists",
+            field_path=".value",
+            check=lambda t: not (t.operator == "Exists" and t.value),
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds applies only to effect NoExecute",
+            field_path=".tolerationSeconds",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+        ),
+    )
+
+    key: str | None = Field(
+        default=None,
+        max_length=316,
+        pattern=QUALIFIED_NAME_PATTERN,
+        description="Taint key; leave it out with operator Exists to tolerate every taint.",
+    )
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (the default).")
-    value: str | None = Field(default=None, description="Taint value, for Equal.")
+    value: str | None = Field(
+        default=None, max_length=63, pattern=LABEL_VALUE_PATTERN, description="Taint value, for Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; all effects when unset."
     )
-    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, le=10**9, description="How long a NoExecute taint is tolerated, in seconds."
+    )
+
+
+class Affinity(ApiModel):
+    """A Kubernetes Affinity: each part verbatim, as the core API defines it."""
+
+    node_affinity: dict[str, Any] | None = Field(default=None, description="A NodeAffinity, verbatim.")
+    pod_affinity: dict[str, Any] | None = Field(default=None, description="A PodAffinity, verbatim.")
+    pod_anti_affinity: dict[str, Any] | None = Field(default=None, description="A PodAntiAffinity, verbatim.")
 
 
 class Placement(ApiModel):
     """Where the model server pods may run."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
-    affinity: dict[str, Any] | None = Field(
-        default=None, description="A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), verbatim."
+    node_selector: NodeSelector = Field(
+        default_factory=dict, max_length=64, description="Node labels the pods require."
     )
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64, description="Taints the pods tolerate.")
+    affinity: Affinity | None = Field(
+        default=None, description="A Kubernetes Affinity: nodeAffinity, podAffinity, podAntiAffinity."
+    )
+    priority_class_name: DNSSubdomain | None = Field(default=None, description="PriorityClass of the pods.")
 
 
 class ServiceSettings(ApiModel):
     """The Service in front of the model servers."""
 
-    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Service type.")
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type; the operator may allow fewer (see its --allowed-service-type)."
+    )
     port: int = Field(default=3000, ge=1, le=65535, description="Port the Service listens on.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations of the Service.")
+    annotations: Annotations = Field(default_factory=dict, max_length=64, description="Annotations of the Service.")

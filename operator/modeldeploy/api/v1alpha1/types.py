@@ -8,20 +8,21 @@ The spec's parts live in `serving` and `rollout`, the status in `status`.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from modeldeploy.api.base import ApiModel
-from modeldeploy.api.duration import Duration
+from modeldeploy.api.duration import Duration, bounded
 from modeldeploy.api.meta import ObjectMeta
 from modeldeploy.api.rules import Rule
+from modeldeploy.api.v1alpha1.env import MAX_ENV, Env
+from modeldeploy.api.v1alpha1.formats import DNSSubdomain
 from modeldeploy.api.v1alpha1.rollout import Rollout
 from modeldeploy.api.v1alpha1.serving import (
     Autoscaling,
     Bento,
     BentoConfig,
-    EnvVar,
     LocalObjectReference,
     Placement,
     Resources,
@@ -81,27 +82,42 @@ class ModelDeploymentSpec(ApiModel):
     replicas: int = Field(default=1, ge=0, le=1000, description="Model server replicas; ignored with autoscaling.")
     autoscaling: Autoscaling | None = Field(default=None, description="Horizontal autoscaling; replaces replicas.")
     resources: Resources = Field(default_factory=Resources, description="Compute resources of each replica.")
-    env: list[EnvVar] = Field(
+    env: Env = Field(
         default_factory=list,
-        max_length=200,
-        description="Environment of the model server; names must be unique.",
+        max_length=MAX_ENV,
+        description=(
+            "Environment of the model server; names must be unique. What the operator sets for serving "
+            "(BENTOML_PORT, BENTOML_HOST, BENTOML_HOME, BENTOML_CONFIG*, BENTO_PATH, TMPDIR) cannot be set."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     bento_config: BentoConfig = Field(default_factory=BentoConfig, description="BentoML serving configuration.")
     rollout: Rollout = Field(default_factory=Rollout, description="How changes of the model reach the pods.")
     placement: Placement = Field(default_factory=Placement, description="Where the pods may run.")
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="The Service in front.")
-    service_account_name: str | None = Field(
+    service_account_name: DNSSubdomain | None = Field(
         default=None,
-        min_length=1,
-        description="ServiceAccount of the model server pods; the namespace default when unset.",
+        description=(
+            "ServiceAccount of the model server pods; the namespace default when unset. The operator may forbid "
+            "it (its --forbid-service-account-name)."
+        ),
+    )
+    automount_service_account_token: bool | None = Field(
+        default=None,
+        description=(
+            "Give the pods an API token of their ServiceAccount. Off unless set to true: a model server "
+            "has no business with the Kubernetes API."
+        ),
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, description="Secrets used to pull the serving image."
+        default_factory=list, max_length=16, description="Secrets used to pull the serving image."
     )
-    startup_timeout: Duration = Field(
+    startup_timeout: Annotated[Duration, bounded("10s", "24h")] = Field(
         default=Duration("10m"),
-        description="How long a model server may take to load its model before it is restarted.",
+        description=(
+            "How long a model server may take to load its model before it is restarted, 10s to 24h "
+            "(the startup probe checks every 10s)."
+        ),
     )
 
 
