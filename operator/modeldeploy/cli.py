@@ -183,6 +183,13 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from modeldeploy.k8s.client import Client
+    from modeldeploy.statusview import show
+
+    return show(Client.from_environment(), args.namespace, args.name, watch=args.watch, interval=args.interval)
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from modeldeploy.api.v1alpha1 import PROMOTE_ANNOTATION
 
@@ -268,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--build-volume", metavar="SRC:DST[:OPTS]", help="a mount for RUN steps, e.g. a CA bundle")
     image.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="an image label")
     image.set_defaults(func=cmd_image)
+
+    status = sub.add_parser(
+        "status",
+        help="a ModelDeployment's rollout: revisions, pods, traffic, step, analysis, events",
+        description="Also the kubectl plugin kubectl-modeldeploy: kubectl modeldeploy status NAME -w",
+    )
+    status.add_argument("name")
+    status.add_argument("-n", "--namespace", default="default")
+    status.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    status.set_defaults(func=cmd_status)
 
     for verb, func, text in (
         ("promote", cmd_promote, "promote the canary in progress now, skipping its remaining steps"),
