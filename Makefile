@@ -62,6 +62,8 @@ check: setup $(HELM) ## Lint, format check, mypy strict, layer contracts, CRD dr
 	diff -u crds/$(CRD_FILE) $(CHART)/crds/$(CRD_FILE) || { echo "the chart's CRD is stale: run make crds"; exit 1; }
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --set 'watchNamespaces={ml,staging}'
+	@# Every tier collects together, as make test does (two test files with one basename do not).
+	$(PYTEST) --collect-only -q >/dev/null || { $(PYTEST) --collect-only -q | tail -20; exit 1; }
 
 ##@ Tests
 
