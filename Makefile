@@ -84,9 +84,9 @@ test-e2e: setup system-packages ## e2e tier only: the local real node (or MODELD
 	$(PYTEST) -m e2e
 
 .PHONY: bench
-bench: setup system-packages ## Benchmarks, printing figures against the targets (not part of make test; ~6 min)
+bench: setup system-packages ## Benchmarks, printing figures against targets and floors (not part of make test; ~35 min)
 	@# Both run; the exit status says whether every target was met.
-	$(BIN)/python benchmarks/scale.py; scale=$$?; $(BIN)/python benchmarks/rollback.py && exit $$scale
+	$(BIN)/python benchmarks/bench.py; scale=$$?; $(BIN)/python benchmarks/rollback.py && exit $$scale
 
 ##@ Local cluster
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,48 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, user and system (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class MachineCpu:
+    """How busy the machine's cores were while the block ran (/proc/stat): near 100% means a figure is
+    bounded by CPU that the cluster, the operator, the benchmark and whatever else runs here share."""
+
+    def __init__(self) -> None:
+        self.busy = float("nan")
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    def __enter__(self) -> MachineCpu:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        total, idle = self._read()
+        spent = total - self._start[0]
+        self.busy = 1 - (idle - self._start[1]) / spent if spent else float("nan")
+
+
+def requests_logged(text: str, line: str = "stopping after") -> list[Counter[str]]:
+    """The API requests the operator says it sent, from each of its log lines that start with `line`."""
+    out = []
+    for match in re.finditer(re.escape(line) + r".*API requests[^:]*: (.*)", text):
+        counts: Counter[str] = Counter()
+        for part in match.group(1).split(", "):
+            what, _, count = part.rpartition("=")
+            if count.isdigit():
+                counts[what] = int(count)
+        out.append(counts)
+    return out
+
+
 def cpu_nodes(count: int) -> tuple[FakeNode, ...]:
     """Plain nodes of 64 cores and 110 pods each (the kubelet default), for benchmarks at scale."""
     return tuple(FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi") for i in range(count))
@@ -69,7 +113,8 @@ def bench_stack(
     try:
         cluster.helm(
             "upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
-            "--create-namespace", "--wait", "--timeout", "120s",
+            # The operator measured is the process below; the chart's own pod would have no node to run on.
+            "--create-namespace", "--set", "replicas=0", "--wait", "--timeout", "120s",
         )  # fmt: skip
         wait_for(
             lambda: cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,

@@ -8,14 +8,19 @@ No kopf change-detecting handlers, timers or daemons are used: those write bookk
 onto the object or add a finalizer, and a finalizer would leave ModelDeployments
 undeletable while the operator is down. Children are deleted by the cluster's garbage
 collector through their ownerReferences.
+
+What the operator holds grows with its own objects only: the child watches carry a label
+selector to the API server (kopf's `watching.label_selectors`), so Deployments, Services and
+HPAs that are not the operator's never reach it, and the ModelDeployment index keeps a compact
+copy of what a reconcile reads (`snapshot`). Handlers are coroutines: a synchronous one would
+run on kopf's thread pool, one thread hop per event and the work queue touched off its loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,17 +29,26 @@ from typing import Any
 import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.handlers.queue import WorkQueue, executor
+from modeldeploy.handlers.queue import Lane, WorkQueue, executor
 from modeldeploy.handlers.reconciler import Reconciler
+from modeldeploy.handlers.snapshot import compact, expand, fingerprint
 from modeldeploy.k8s.children import WATCHED, Child, ChildKind, read_child
 from modeldeploy.model.meta import MANAGED_BY, MANAGER, NAME_LABEL
 
 log = logging.getLogger(__name__)
 
+# The resync sleeps between keys only when the next is due this much later: one timer per key would
+# cost more than it spreads.
+RESYNC_TICK = 0.05
+# How long a child event waits for the ones that follow it before its owner is reconciled.
+CHILD_SETTLE = 0.25
+
 Key = tuple[str, str]
 
-# Children are watched by label: a watch of every Deployment in a big cluster would cost memory for all.
+# Children are watched by label, filtered by the API server: a watch of every Deployment in a big cluster
+# would cost memory and CPU for all. The handlers' own filter says the same, for kopf's bookkeeping.
 OWNED: dict[str, Any] = {MANAGED_BY: MANAGER, NAME_LABEL: kopf.PRESENT}
+CHILD_SELECTOR = f"{MANAGED_BY}={MANAGER},{NAME_LABEL}"
 
 
 @dataclass
@@ -51,7 +65,7 @@ class Runtime:
     settings: Settings
     queue: WorkQueue[Key]
     indices: dict[str, Any]
-    seen: dict[Key, str] = field(default_factory=dict)
+    seen: dict[Key, bytes] = field(default_factory=dict)
     resync_task: asyncio.Task[None] | None = None
 
 
@@ -60,16 +74,30 @@ def _index_id(plural: str) -> str:
 
 
 def _child_index(kind: ChildKind) -> Any:
-    def index(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    async def index(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
         return {(namespace or "", labels[NAME_LABEL]): read_child(kind, body)}
 
     return index
 
 
-def _queue_owner(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+def _listed(event: kopf.RawEvent) -> bool:
+    """Found by the initial listing of a watch (kopf gives those events no type), not changed since."""
+    return event.get("type") is None
+
+
+async def _queue_owner(
+    *, event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
     runtime: Runtime | None = memo.get("runtime")
-    if runtime is not None:
-        runtime.queue.add((namespace or "", labels[NAME_LABEL]))
+    if runtime is None:
+        return
+    key = (namespace or "", labels[NAME_LABEL])
+    if _listed(event):
+        runtime.queue.add(key, Lane.FOUND)
+    else:
+        # A child's status moves in bursts (a Deployment reports observedGeneration, then its pods, then
+        # their readiness, as its controllers catch up); one reconcile after the burst sees it all.
+        runtime.queue.add_after(key, CHILD_SETTLE)
 
 
 for _kind in WATCHED:
@@ -80,28 +108,13 @@ for _kind in WATCHED:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def modeldeployments(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+async def modeldeployments(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, bytes]:
     """Every ModelDeployment as last seen by the watch: what reconciles read, and the resync's list."""
-    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
-    kept = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": meta}
-    for part in ("spec", "status"):
-        if part in body:
-            kept[part] = body[part]
-    return {(namespace or "", name): copy.deepcopy(kept)}
-
-
-def _fingerprint(body: Mapping[str, Any]) -> str:
-    """What, besides status, can change a reconcile's outcome: an event with the same one was already handled."""
-    meta = body.get("metadata", {})
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("kopf.zalando.org/")}
-    return json.dumps(
-        [meta.get("uid"), meta.get("generation"), annotations, meta.get("labels"), meta.get("deletionTimestamp")],
-        sort_keys=True,
-    )
+    return {(namespace or "", name): compact(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def modeldeployment_event(
+async def modeldeployment_event(
     *, event: kopf.RawEvent, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> None:
     runtime: Runtime = memo["runtime"]
@@ -111,21 +124,36 @@ def modeldeployment_event(
         runtime.seen.pop(key, None)
         runtime.settings.reconciler.forget(*key)
         return
-    fingerprint = _fingerprint(body)
-    if runtime.seen.get(key) == fingerprint:
+    handled = fingerprint(body)
+    if runtime.seen.get(key) == handled:
         return  # only status changed, most likely by our own write
-    runtime.seen[key] = fingerprint
-    runtime.queue.add(key)
+    runtime.seen[key] = handled
+    runtime.queue.add(key, Lane.FOUND if _listed(event) else Lane.ASKED)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: no handler here detects changes, yet kopf builds one for every event of every watched
+    object, a deep copy of the whole body (managedFields and status included). An empty one costs nothing,
+    and nothing is ever stored on the objects."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     # kopf's own bookkeeping, should any handler need it, goes to annotations, never status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
+    for kind in WATCHED:
+        settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
     ours: Settings = memo["settings"]
     indices = {_index_id(kind.plural): kwargs[_index_id(kind.plural)] for kind in WATCHED}
     indices["modeldeployments"] = kwargs["modeldeployments"]
@@ -134,12 +162,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
     async def reconcile(key: Key) -> timedelta | None:
         children = _children_of(indices, key)
-        cached = next(iter(indices["modeldeployments"].get(key, ())), None)
-        if cached is None:
+        snapshot = next(iter(indices["modeldeployments"].get(key, ())), None)
+        if snapshot is None:
             return None  # deleted: nothing to do, the garbage collector takes the children
-        return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children, cached)
+        return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children, expand(snapshot))
 
     queue: WorkQueue[Key] = WorkQueue(reconcile, workers=ours.workers)
+    # A measurement taken off the workers wakes its ModelDeployment (from the measuring thread).
+    ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(queue.add, key)
     runtime = Runtime(settings=ours, queue=queue, indices=indices)
     memo["runtime"] = runtime
     memo["pool"] = pool
@@ -175,10 +205,28 @@ def _children_of(indices: Mapping[str, Any], key: Key) -> dict[tuple[str, str], 
 
 
 async def _resync(runtime: Runtime) -> None:
+    """Every ModelDeployment queued once per period, spread evenly over it.
+
+    Spread, so that the API server sees a steady trickle instead of a burst of every object at once;
+    in the resync lane, so that a change never waits behind it. Each pass logs what it cost.
+    """
     period = runtime.settings.resync.total_seconds()
+    await asyncio.sleep(period)
     while True:
-        await asyncio.sleep(period)
+        started = asyncio.get_running_loop().time()
+        before = Counter(runtime.settings.reconciler.client.requests)
         keys = list(runtime.indices["modeldeployments"].keys())
-        for key in keys:
-            runtime.queue.add(key)
-        log.debug("resync queued %d ModelDeployments", len(keys))
+        for i, key in enumerate(keys):
+            runtime.queue.add(key, Lane.RESYNC)
+            due = started + period * (i + 1) / len(keys)
+            delay = due - asyncio.get_running_loop().time()
+            if delay > RESYNC_TICK:
+                await asyncio.sleep(delay)
+        await asyncio.sleep(max(0.0, started + period - asyncio.get_running_loop().time()))
+        sent = runtime.settings.reconciler.client.requests - before
+        log.info(
+            "resync of %d ModelDeployments over %.0fs; API requests meanwhile: %s",
+            len(keys),
+            asyncio.get_running_loop().time() - started,
+            ", ".join(f"{k}={v}" for k, v in sent.most_common()) or "none",
+        )
