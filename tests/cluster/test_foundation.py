@@ -210,7 +210,8 @@ class TestAdmission:
             ({"resources": {"requests": {"cpu": "lots"}}}, 'spec.resources.requests.cpu: Invalid value: "lots"'),
             (
                 {"rollout": {"trafficRouting": "GatewayAPI"}},
-                "spec.rollout.gateway: Invalid value: gateway is required when trafficRouting is GatewayAPI",
+                "spec.rollout.gateway: Invalid value: rollout.gateway (or expose) is required when trafficRouting is "
+                "GatewayAPI",
             ),
             (
                 {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
@@ -246,6 +247,23 @@ class TestAdmission:
                 "spec.env[0].valueFrom.secretKeyRef.name: Invalid value",
             ),
             ({"serviceAccountName": "../default"}, "spec.serviceAccountName: Invalid value"),
+            # spec.expose, with the Gateway API's own patterns: refused here, not by the HTTPRoute later.
+            (
+                {"expose": {"hostname": "Chat.Example.com:443", "parentRefs": [{"name": "gw"}]}},
+                'spec.expose.hostname: Invalid value: "Chat.Example.com:443"',
+            ),
+            ({"expose": {"hostname": "*", "parentRefs": [{"name": "gw"}]}}, "spec.expose.hostname: Invalid value"),
+            (
+                {"expose": {"hostname": "iris.example.com", "parentRefs": [{"name": "gw", "namespace": "Bad_NS"}]}},
+                "spec.expose.parentRefs[0].namespace: Invalid value",
+            ),
+            (
+                {
+                    "expose": {"hostname": "iris.example.com", "parentRefs": [{"name": "gw"}]},
+                    "rollout": {"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+                },
+                "spec.expose: Invalid value: expose and rollout.gateway both name",
+            ),
             ({"imagePullSecrets": [{"name": "a/b"}]}, "spec.imagePullSecrets[0].name: Invalid value"),
             ({"resources": {"requests": {"cpu": -1}}}, "spec.resources.requests.cpu: Invalid value: -1"),
             (

@@ -83,7 +83,7 @@ class TestValidation:
             ({"rollout": {"steps": []}}, "spec.rollout.steps: List should have at least 1 item"),
             (
                 {"rollout": {"trafficRouting": "GatewayAPI"}},
-                "spec.rollout.gateway: gateway is required when trafficRouting is GatewayAPI",
+                "spec.rollout.gateway: rollout.gateway (or expose) is required when trafficRouting is GatewayAPI",
             ),
             ({"rollout": {"strategy": "BlueGreen"}}, "spec.rollout.strategy: Input should be 'Canary' or 'Rolling'"),
             (

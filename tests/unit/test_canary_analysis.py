@@ -195,9 +195,10 @@ def test_p99_above_max_latency_fails(stack: Stack) -> None:
     m = stack.measure(SLOW, maxLatencyP99="100ms")
     assert m.verdict == "Failed", m
     p99 = check(m, "latencyP99")
-    # Every request takes 300 ms and a little: all fall in BentoML's (0.25 s, 0.5 s] bucket,
-    # and linear interpolation inside it puts the p99 near its top.
-    assert 0.3 <= p99 <= 0.5
+    # Every request takes 300 ms and a little: on an idle machine all fall in BentoML's (0.25 s, 0.5 s]
+    # bucket and linear interpolation puts the p99 near its top; on a busy one (CI beside other work) some
+    # land in the next buckets. Never below the sleep.
+    assert p99 >= 0.3
     assert f"p99 latency {p99 * 1000:.0f}ms above maxLatencyP99 100ms over 10s" in m.summary
     assert check(m, "errorRate") == 0
     client = stack.load.stats[stack.urls[SLOW]]

@@ -41,7 +41,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.readyReplicas",
         "description": "Ready model server pods.",
     },
-    {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "In-cluster URL."},
+    {
+        "name": "URL",
+        "type": "string",
+        "jsonPath": ".status.url",
+        "description": "Where the model answers: its Gateway hostname when exposed, else in-cluster.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

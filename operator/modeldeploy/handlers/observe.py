@@ -15,7 +15,7 @@ from modeldeploy.k8s.objects import pod_problems
 from modeldeploy.model.meta import NAME_LABEL, child_name
 from modeldeploy.model.observed import DeploymentState, Observed, PodProblem
 from modeldeploy.model.revision import RevisionTemplate, template_of
-from modeldeploy.routing import router_for
+from modeldeploy.routing import optional_kinds
 
 # Whether the cluster serves an optional kind is asked again after this long (sooner while it does not:
 # someone is likely installing the CRDs in answer to the condition).
@@ -64,7 +64,7 @@ class Observer:
             canary=canary,
             pod_problems=problems,
             missing_references=() if settled else self.missing_references(md.namespace, template),
-            unserved=frozenset(kind for kind in router_for(md).needs if not self.served(kind)),
+            unserved=frozenset(kind for kind in optional_kinds(md) if not self.served(kind)),
         )
 
     def missing_references(self, namespace: str, template: RevisionTemplate) -> tuple[str, ...]:

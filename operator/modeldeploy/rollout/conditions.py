@@ -24,6 +24,7 @@ from modeldeploy.api.v1alpha1 import (
 )
 from modeldeploy.model.observed import Observed
 from modeldeploy.routing import router_for
+from modeldeploy.routing.gateway import ROUTE_API_VERSION, ROUTE_KIND
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
@@ -83,13 +84,40 @@ def status(facts: Facts) -> ModelDeploymentStatus:
             _condition(old.conditions, type_, verdict, now, generation)
             for type_, verdict in zip(CONDITION_TYPES, verdicts, strict=True)
         ],
-        url=f"http://{md.name}.{md.namespace}.svc:{md.spec.service.port}" if facts.stable is not None else None,
+        url=_url(facts) if facts.stable is not None else None,
         replicas=facts.pods,
         ready_replicas=facts.ready,
         stable=facts.stable,
         canary=facts.canary,
         failed=facts.failed,
     )
+
+
+def _in_cluster_url(md: ModelDeployment) -> str:
+    return f"http://{md.name}.{md.namespace}.svc:{md.spec.service.port}"
+
+
+def _url(facts: Facts) -> str:
+    """Where users call the model: through the Gateway when exposed (and the cluster serves routes)."""
+    expose = facts.md.spec.expose
+    if expose is not None and ROUTE_KIND not in facts.observed.unserved:
+        return expose.url
+    return _in_cluster_url(facts.md)
+
+
+def _unexposed(facts: Facts) -> list[Problem]:
+    md = facts.md
+    if md.spec.expose is None or ROUTE_KIND not in facts.observed.unserved:
+        return []
+    if router_for(md).hold(facts.observed.unserved) is not None:
+        return []  # the router's own hold says it (GatewayAPIMissing)
+    return [
+        (
+            "ExposeUnavailable",
+            f"spec.expose needs {ROUTE_KIND} ({ROUTE_API_VERSION}), which this cluster does not serve: install "
+            f"the Gateway API CRDs; meanwhile the model serves in-cluster only, at {_in_cluster_url(md)}",
+        )
+    ]
 
 
 def invalid_spec(
@@ -207,7 +235,12 @@ def _degraded(facts: Facts) -> Verdict:
     if facts.apply_problems:
         # A child the API server refuses comes first: what else is wrong may follow from it.
         return _worst(facts.apply_problems)
-    problems = [*facts.holds, *_rolled_back(facts), *((p.reason, p.message) for p in facts.observed.pod_problems)]
+    problems = [
+        *facts.holds,
+        *_rolled_back(facts),
+        *((p.reason, p.message) for p in facts.observed.pod_problems),
+        *_unexposed(facts),
+    ]
     for dep in (facts.observed.stable, facts.observed.canary):
         if dep is not None and dep.replica_failure:
             problems.append(("ReplicaFailure", f"deployment {dep.name}: {dep.replica_failure}"))

@@ -13,4 +13,10 @@ def router_for(md: ModelDeployment) -> TrafficRouter:
     return ROUTERS[md.spec.rollout.traffic_routing]
 
 
-__all__ = ["ROUTERS", "TrafficRouter", "router_for"]
+def optional_kinds(md: ModelDeployment) -> frozenset[str]:
+    """The optional child kinds a spec needs: its router's, and the HTTPRoute when the model is exposed."""
+    exposed = {gateway.ROUTE_KIND} if md.spec.expose is not None else set()
+    return router_for(md).needs | exposed
+
+
+__all__ = ["ROUTERS", "TrafficRouter", "optional_kinds", "router_for"]

@@ -1,7 +1,9 @@
 """GatewayAPI routing: an HTTPRoute sends the canary its exact weight through the Service `<name>-canary`.
 
-The HTTPRoute is this router's own child: rendered here, and optional (the cluster may not
-serve the Gateway API), so a missing CRD holds new canaries with a condition instead of failing.
+The HTTPRoute is rendered here, for this router and for spec.expose (which publishes the model
+at a hostname in either routing mode), and is optional (the cluster may not serve the Gateway
+API): a missing CRD holds new canaries with a condition instead of failing, and an exposed
+model then serves in-cluster only, Degraded saying why.
 """
 
 from __future__ import annotations
@@ -54,29 +56,48 @@ class GatewayAPIRouter(TrafficRouter):
         return f"exact weights through the {ROUTE_KIND}"
 
 
-def render_route(md: ModelDeployment, *, canary_weight: int, with_canary: bool) -> dict[str, Any]:
+def _gateways(md: ModelDeployment) -> tuple[list[dict[str, Any]], list[str]]:
+    """The route's parentRefs and hostnames: spec.expose's when the model is exposed, else rollout.gateway's."""
+    if md.spec.expose is not None:
+        return [ref.wire() for ref in md.spec.expose.parent_refs], [md.spec.expose.hostname]
     gateway = md.spec.rollout.gateway
-    assert gateway is not None
+    assert gateway is not None  # admission: GatewayAPI needs rollout.gateway or expose
+    return [ref.wire() for ref in gateway.parent_refs], list(gateway.hostnames)
+
+
+def render_route(md: ModelDeployment, *, canary_weight: int, with_canary: bool, split: bool = True) -> dict[str, Any]:
+    """The HTTPRoute `<name>`. Split (GatewayAPI): stable and canary Services with their exact weights.
+    Not split (Replicas, exposed): the one Service `<name>`, whose pods carry the approximate shares."""
     port = md.spec.service.port
-    backends: list[dict[str, Any]] = [
-        {"kind": "Service", "name": child_name(md, "stable"), "port": port, "weight": 100 - canary_weight}
-    ]
-    if with_canary:
-        backends.append({"kind": "Service", "name": child_name(md, "canary"), "port": port, "weight": canary_weight})
-    spec: dict[str, Any] = {
-        "parentRefs": [ref.wire() for ref in gateway.parent_refs],
-        "rules": [{"backendRefs": backends}],
-    }
-    if gateway.hostnames:
-        spec["hostnames"] = list(gateway.hostnames)
+    backends: list[dict[str, Any]] = [{"kind": "Service", "name": child_name(md, "stable"), "port": port}]
+    if split:
+        backends[0]["weight"] = 100 - canary_weight
+        if with_canary:
+            backends.append(
+                {"kind": "Service", "name": child_name(md, "canary"), "port": port, "weight": canary_weight}
+            )
+    parent_refs, hostnames = _gateways(md)
+    spec: dict[str, Any] = {"parentRefs": parent_refs, "rules": [{"backendRefs": backends}]}
+    if hostnames:
+        spec["hostnames"] = hostnames
     return {"apiVersion": ROUTE_API_VERSION, "kind": ROUTE_KIND, "metadata": metadata(md, md.name), "spec": spec}
 
 
 ROUTER = GatewayAPIRouter()
 
 
+def needed(md: ModelDeployment) -> bool:
+    """Whether the spec wants the HTTPRoute: exact canary weights, or the model exposed (or both)."""
+    return ROUTER.routes(md) or md.spec.expose is not None
+
+
 def render_routes(desired: Desired) -> list[dict[str, Any]]:
     """The HTTPRoute row of the table of child kinds."""
-    if not ROUTER.routes(desired.md):
+    md = desired.md
+    if not needed(md):
         return []
-    return [render_route(desired.md, canary_weight=desired.route_weight, with_canary=desired.canary is not None)]
+    return [
+        render_route(
+            md, canary_weight=desired.route_weight, with_canary=desired.canary is not None, split=ROUTER.routes(md)
+        )
+    ]

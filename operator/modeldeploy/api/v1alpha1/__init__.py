@@ -1,6 +1,7 @@
 """modeldeploy.dev/v1alpha1: the versioned API, and nothing else."""
 
 from modeldeploy.api.v1alpha1.env import EnvVar, EnvVarSource
+from modeldeploy.api.v1alpha1.expose import Expose
 from modeldeploy.api.v1alpha1.rollout import (
     Analysis,
     CanaryStep,
@@ -64,6 +65,7 @@ __all__ = [
     "Condition",
     "EnvVar",
     "EnvVarSource",
+    "Expose",
     "FailedRevision",
     "GatewayParentRef",
     "GatewayRoute",

@@ -119,7 +119,7 @@ _SAME_PARENT = (
     "p1.name == p2.name && (has(p1.__namespace__) ? "
     "has(p2.__namespace__) && p1.__namespace__ == p2.__namespace__ : !has(p2.__namespace__))"
 )
-_PARENT_RULES = (
+PARENT_RULES = (
     Rule(
         cel=f"self.all(p1, self.all(p2, !({_SAME_PARENT}) || has(p1.sectionName) == has(p2.sectionName)))",
         message="sectionName must be set on every reference when two reference the same Gateway",
@@ -141,7 +141,7 @@ _PARENT_RULES = (
 class GatewayRoute(ApiModel):
     """The Gateway API HTTPRoute that splits traffic exactly."""
 
-    parent_refs: Annotated[list[GatewayParentRef], FieldRules(*_PARENT_RULES)] = Field(
+    parent_refs: Annotated[list[GatewayParentRef], FieldRules(*PARENT_RULES)] = Field(
         min_length=1, max_length=32, description="Gateways the HTTPRoute attaches to."
     )
     hostnames: list[Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]] = Field(
@@ -163,12 +163,6 @@ class Rollout(ApiModel):
             message="step weights must be strictly increasing",
             field_path=".steps",
             check=lambda r: _sorted_strictly([s.weight for s in r.steps]),
-        ),
-        Rule(
-            cel="self.trafficRouting != 'GatewayAPI' || has(self.gateway)",
-            message="gateway is required when trafficRouting is GatewayAPI",
-            field_path=".gateway",
-            check=lambda r: r.traffic_routing != "GatewayAPI" or r.gateway is not None,
         ),
     )
 
@@ -194,7 +188,10 @@ class Rollout(ApiModel):
             "(any cluster). GatewayAPI: an HTTPRoute with exact weights."
         ),
     )
-    gateway: GatewayRoute | None = Field(default=None, description="The HTTPRoute's Gateways, for GatewayAPI.")
+    gateway: GatewayRoute | None = Field(
+        default=None,
+        description="The HTTPRoute's Gateways, for GatewayAPI when the model is not exposed (else spec.expose's).",
+    )
     paused: bool = Field(default=False, description="Hold the canary at its current step until set back to false.")
     progress_deadline: Annotated[Duration, bounded("30s", "24h")] = Field(
         default=Duration("10m"),

@@ -114,7 +114,10 @@ class ModelDeploymentStatus(ApiModel):
         description="Ready, Available, Progressing, Degraded.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    url: str | None = Field(default=None, description="In-cluster URL of the model's HTTP API.")
+    url: str | None = Field(
+        default=None,
+        description="URL of the model's HTTP API: through its Gateway when exposed (spec.expose), else in-cluster.",
+    )
     replicas: int | None = Field(default=None, description="Model server pods, all revisions.")
     ready_replicas: int | None = Field(default=None, description="Ready model server pods, all revisions.")
     stable: RevisionStatus | None = Field(default=None, description="The revision serving most traffic.")

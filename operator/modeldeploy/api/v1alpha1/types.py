@@ -17,6 +17,7 @@ from modeldeploy.api.duration import Duration, bounded
 from modeldeploy.api.meta import ObjectMeta
 from modeldeploy.api.rules import Rule
 from modeldeploy.api.v1alpha1.env import MAX_ENV, Env
+from modeldeploy.api.v1alpha1.expose import Expose
 from modeldeploy.api.v1alpha1.formats import DNSSubdomain
 from modeldeploy.api.v1alpha1.rollout import Rollout
 from modeldeploy.api.v1alpha1.serving import (
@@ -76,6 +77,23 @@ class ModelDeploymentSpec(ApiModel):
                 or "memory" in s.resources.requests
             ),
         ),
+        Rule(
+            cel="self.rollout.trafficRouting != 'GatewayAPI' || has(self.rollout.gateway) || has(self.expose)",
+            message="rollout.gateway (or expose) is required when trafficRouting is GatewayAPI",
+            field_path=".rollout.gateway",
+            check=lambda s: (
+                s.rollout.traffic_routing != "GatewayAPI" or s.rollout.gateway is not None or s.expose is not None
+            ),
+        ),
+        Rule(
+            cel="!has(self.expose) || !has(self.rollout.gateway)",
+            message=(
+                "expose and rollout.gateway both name the HTTPRoute's Gateways: set expose only "
+                "(its route carries the canary weights too)"
+            ),
+            field_path=".expose",
+            check=lambda s: s.expose is None or s.rollout.gateway is None,
+        ),
     )
 
     bento: Bento = Field(description="The bento to serve.")
@@ -95,6 +113,13 @@ class ModelDeploymentSpec(ApiModel):
     rollout: Rollout = Field(default_factory=Rollout, description="How changes of the model reach the pods.")
     placement: Placement = Field(default_factory=Placement, description="Where the pods may run.")
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="The Service in front.")
+    expose: Expose | None = Field(
+        default=None,
+        description=(
+            "Publish the model outside the cluster through a Gateway (Gateway API): an HTTPRoute at a hostname, "
+            "which becomes status.url."
+        ),
+    )
     service_account_name: DNSSubdomain | None = Field(
         default=None,
         description=(
