@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from test_api import errors_of
+from test_rollout import World
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.k8s.children import render_children
@@ -12,8 +14,6 @@ from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.routing import optional_kinds
 
 from factories import IMAGE_V2, md, md_body
-from test_api import errors_of
-from test_rollout import World
 
 EXPOSE: dict[str, Any] = {
     "hostname": "iris.example.com",
