@@ -98,9 +98,11 @@ class Stack:
             }
         )
 
-    def measure(self, revision: str, namespace: str = NAMESPACE, **analysis: object) -> Measurement:
+    def measure(
+        self, revision: str, namespace: str = NAMESPACE, stable: str | None = None, **analysis: object
+    ) -> Measurement:
         spec = self.analysis(**analysis)
-        return measure(spec, namespace, revision, http_query(spec.prometheus.address))
+        return measure(spec, namespace, revision, http_query(spec.prometheus.address), stable=stable)
 
 
 def check(m: Measurement, name: str) -> float:
@@ -232,3 +234,25 @@ def test_unreachable_prometheus_fails() -> None:
     assert m.verdict == "Failed"
     assert m.summary.startswith(f"measurement failed: Prometheus at {address} could not be queried")
     assert [(c.name, c.passed) for c in m.checks] == [("prometheus", False)]
+
+
+def test_against_the_stable_revision_a_slower_or_failing_canary_is_caught(stack: Stack) -> None:
+    """analysis.baseline on what the real servers served: the slow and the faulty canary each fail against
+    the healthy stable, with no absolute latency limit set and an error limit that lets 30% through."""
+    baseline = {"maxErrorRateIncrease": 0.02, "maxLatencyP99Ratio": 2}
+    slow = stack.measure(SLOW, stable=STABLE, baseline=baseline, maxErrorRate=0.5)
+    assert slow.verdict == "Failed", slow
+    assert "above 2x the stable revision's" in slow.summary
+    assert check(slow, "latencyP99") >= 0.3
+    faulty = stack.measure(CANARY, stable=STABLE, baseline=baseline, maxErrorRate=0.5)
+    assert faulty.verdict == "Failed", faulty
+    assert "above the stable revision's 0.00% +2 points" in faulty.summary
+
+
+def test_against_a_stable_that_fails_as_much_a_canary_passes(stack: Stack) -> None:
+    """Both above maxErrorRate (as when the cluster, not the canary, is at fault): the absolute limit fails
+    the canary, the comparison with a baseline failing as much does not (the same faulty server as both)."""
+    assert stack.measure(CANARY, maxErrorRate=0.05).verdict == "Failed"
+    m = stack.measure(CANARY, stable=CANARY, baseline={"maxErrorRateIncrease": 0.02}, maxErrorRate=0.05)
+    assert m.verdict == "Passed", m
+    assert m.summary.startswith("all checks passed against the stable revision")

@@ -19,11 +19,12 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from modeldeploy.analysis.http import Answer, HttpError, Limits, get
-from modeldeploy.api.v1alpha1 import Analysis, CheckResult, ModelDeployment
+from modeldeploy.api.v1alpha1 import Analysis, Baseline, CheckResult, ModelDeployment
 from modeldeploy.model.measurement import Measurement
 
 REQUESTS = "bentoml_service_request_total"
@@ -117,18 +118,49 @@ def queries(analysis: Analysis, namespace: str, revision: str) -> dict[str, str]
     }
 
 
-def measure(analysis: Analysis, namespace: str, revision: str, query: Query) -> Measurement:
-    """One measurement of a revision's last interval."""
+@dataclass(frozen=True)
+class Window:
+    """What one revision served over the window: requests, 5xx among them, and its p99 (None: not asked)."""
+
+    requests: float
+    errors: float
+    latency: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.requests if self.requests > 0 else 0.0
+
+
+def _window(analysis: Analysis, namespace: str, revision: str, query: Query, *, latency: bool) -> Window:
     promql = queries(analysis, namespace, revision)
+    return Window(
+        requests=query(promql["requests"]) or 0.0,
+        errors=query(promql["errors"]) or 0.0,
+        latency=query(promql["latencyP99"]) if latency else None,
+    )
+
+
+def _measurable(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def measure(
+    analysis: Analysis, namespace: str, revision: str, query: Query, *, stable: str | None = None
+) -> Measurement:
+    """One measurement of a revision's last interval; with analysis.baseline, against `stable`'s same window."""
     window = analysis.interval
+    baseline = analysis.baseline if stable is not None else None
+    ratio = baseline.max_latency_p99_ratio if baseline is not None else None
     try:
-        requests = query(promql["requests"]) or 0.0
-        errors = query(promql["errors"]) or 0.0
-        latency = query(promql["latencyP99"]) if analysis.max_latency_p99 is not None else None
+        canary = _window(
+            analysis, namespace, revision, query, latency=analysis.max_latency_p99 is not None or ratio is not None
+        )
+        base = _window(analysis, namespace, stable, query, latency=ratio is not None) if stable and baseline else None
     except QueryError as err:
         check = CheckResult(name="prometheus", passed=False, message=str(err))
         return Measurement(revision, "Failed", f"measurement failed: {err}", (check,))
 
+    requests = canary.requests
     requests_check = CheckResult(
         name="requests",
         value=round(requests, 3),
@@ -141,62 +173,146 @@ def measure(analysis: Analysis, namespace: str, revision: str, query: Query) -> 
         return Measurement(revision, "NoData", summary, (requests_check,))
 
     checks = [requests_check]
-    failures = []
-    rate = errors / requests
+    failures: list[str] = []
+    compared = base is not None and base.requests >= max(analysis.min_requests, 1)
+    if baseline is not None and base is not None and compared:
+        _against_stable(canary, base, baseline, checks, failures)
+    else:
+        if baseline is not None and base is not None:
+            # No baseline to compare with (the stable revision served too little): the absolute limits.
+            checks.append(
+                CheckResult(
+                    name="baseline",
+                    value=round(base.requests, 3),
+                    threshold=float(analysis.min_requests),
+                    passed=True,
+                    message=(
+                        f"the stable revision served {base.requests:.0f} requests, fewer than minRequests: "
+                        "judged on maxErrorRate and maxLatencyP99"
+                    ),
+                )
+            )
+        _absolute(analysis, canary, checks, failures)
+    if failures:
+        return Measurement(revision, "Failed", f"{'; '.join(failures)} over {window}", tuple(checks))
+    against = " against the stable revision" if compared else ""
+    summary = f"all checks passed{against} over {window} ({requests:.0f} requests)"
+    return Measurement(revision, "Passed", summary, tuple(checks))
+
+
+def _error_check(canary: Window, limit: float, passed: bool, extra: str = "") -> CheckResult:
+    return CheckResult(
+        name="errorRate",
+        value=round(canary.rate, 6),
+        threshold=round(limit, 6),
+        passed=passed,
+        message=f"{canary.errors:.0f} of {canary.requests:.0f} requests failed with 5xx ({canary.rate:.2%}){extra}",
+    )
+
+
+def _absolute(analysis: Analysis, canary: Window, checks: list[CheckResult], failures: list[str]) -> None:
+    rate = canary.rate
     passed = rate <= analysis.max_error_rate
+    checks.append(_error_check(canary, analysis.max_error_rate, passed))
+    if not passed:
+        failures.append(f"error rate {rate:.2%} above maxErrorRate {analysis.max_error_rate:.2%}")
+    if analysis.max_latency_p99 is None:
+        return
+    limit = analysis.max_latency_p99.total_seconds()
+    latency = canary.latency
+    if latency is None or math.isnan(latency):
+        checks.append(
+            CheckResult(
+                name="latencyP99",
+                threshold=limit,
+                passed=False,
+                message=f"no {DURATION_BUCKETS} series for this revision",
+            )
+        )
+        failures.append("p99 latency could not be measured")
+        return
+    passed = latency <= limit
     checks.append(
         CheckResult(
-            name="errorRate",
-            value=round(rate, 6),
-            threshold=analysis.max_error_rate,
+            name="latencyP99",
+            value=round(latency, 6),
+            threshold=limit,
             passed=passed,
-            message=f"{errors:.0f} of {requests:.0f} requests failed with 5xx ({rate:.2%})",
+            message=f"p99 {latency * 1000:.0f}ms (limit {limit * 1000:.0f}ms)",
         )
     )
     if not passed:
-        failures.append(f"error rate {rate:.2%} above maxErrorRate {analysis.max_error_rate:.2%}")
-    if analysis.max_latency_p99 is not None:
-        limit = analysis.max_latency_p99.total_seconds()
-        if latency is None or math.isnan(latency):
-            checks.append(
-                CheckResult(
-                    name="latencyP99",
-                    threshold=limit,
-                    passed=False,
-                    message=f"no {DURATION_BUCKETS} series for this revision",
-                )
-            )
-            failures.append("p99 latency could not be measured")
-        else:
-            passed = latency <= limit
-            checks.append(
-                CheckResult(
-                    name="latencyP99",
-                    value=round(latency, 6),
-                    threshold=limit,
-                    passed=passed,
-                    message=f"p99 {latency * 1000:.0f}ms (limit {limit * 1000:.0f}ms)",
-                )
-            )
-            if not passed:
-                failures.append(f"p99 latency {latency * 1000:.0f}ms above maxLatencyP99 {analysis.max_latency_p99}")
-    if failures:
-        return Measurement(revision, "Failed", f"{'; '.join(failures)} over {window}", tuple(checks))
-    return Measurement(revision, "Passed", f"all checks passed over {window} ({requests:.0f} requests)", tuple(checks))
+        failures.append(f"p99 latency {latency * 1000:.0f}ms above maxLatencyP99 {analysis.max_latency_p99}")
+
+
+def _against_stable(
+    canary: Window, stable: Window, baseline: Baseline, checks: list[CheckResult], failures: list[str]
+) -> None:
+    limit = stable.rate + baseline.max_error_rate_increase
+    passed = canary.rate <= limit
+    margin = f"+{baseline.max_error_rate_increase * 100:g} points"
+    checks.append(_error_check(canary, limit, passed, f"; stable {stable.rate:.2%}, allowed {margin}"))
+    if not passed:
+        failures.append(
+            f"error rate {canary.rate:.2%} above the stable revision's {stable.rate:.2%} {margin} ({limit:.2%})"
+        )
+    ratio = baseline.max_latency_p99_ratio
+    if ratio is None:
+        return
+    if not _measurable(canary.latency) or not _measurable(stable.latency):
+        which = "canary" if not _measurable(canary.latency) else "stable revision"
+        checks.append(
+            CheckResult(name="latencyP99", passed=False, message=f"no {DURATION_BUCKETS} series for the {which}")
+        )
+        failures.append("p99 latency could not be compared")
+        return
+    assert canary.latency is not None and stable.latency is not None
+    bound = stable.latency * ratio
+    passed = canary.latency <= bound
+    checks.append(
+        CheckResult(
+            name="latencyP99",
+            value=round(canary.latency, 6),
+            threshold=round(bound, 6),
+            passed=passed,
+            message=f"p99 {canary.latency * 1000:.0f}ms; stable {stable.latency * 1000:.0f}ms, allowed x{ratio:g}",
+        )
+    )
+    if not passed:
+        failures.append(
+            f"p99 latency {canary.latency * 1000:.0f}ms above {ratio:g}x the stable revision's "
+            f"{stable.latency * 1000:.0f}ms"
+        )
 
 
 async def measure_canary_async(md: ModelDeployment, revision: str, limits: Limits | None = None) -> Measurement:
     """The operator's measurement of a canary revision: its queries sent at once, then judged."""
     analysis = md.spec.rollout.analysis
     assert analysis is not None
-    wanted = list(queries(analysis, md.namespace, revision).values())
-    if analysis.max_latency_p99 is None:
-        wanted = wanted[:2]
+    stable = baseline_of(md, revision)
+    ratio = analysis.baseline.max_latency_p99_ratio if analysis.baseline is not None else None
+
+    def asked(of: str, latency: bool) -> list[str]:
+        promql = queries(analysis, md.namespace, of)
+        return [promql["requests"], promql["errors"], *([promql["latencyP99"]] if latency else [])]
+
+    wanted = asked(revision, analysis.max_latency_p99 is not None or (stable is not None and ratio is not None))
+    if stable is not None:
+        wanted += asked(stable, ratio is not None)
     results = await asyncio.gather(
         *(fetch(analysis.prometheus.address, promql, limits) for promql in wanted), return_exceptions=True
     )
     answers = dict(zip(wanted, results, strict=True))
-    return measure(analysis, md.namespace, revision, _answered(answers))
+    return measure(analysis, md.namespace, revision, _answered(answers), stable=stable)
+
+
+def baseline_of(md: ModelDeployment, revision: str) -> str | None:
+    """The stable revision a canary is compared with, when its analysis asks for a baseline."""
+    analysis = md.spec.rollout.analysis
+    stable = md.status.stable if md.status is not None else None
+    if analysis is None or analysis.baseline is None or stable is None or stable.revision == revision:
+        return None
+    return stable.revision
 
 
 def _answered(answers: Mapping[str, float | BaseException | None]) -> Query:

@@ -4,6 +4,7 @@ from modeldeploy.api.v1alpha1.env import EnvVar, EnvVarSource
 from modeldeploy.api.v1alpha1.expose import Expose
 from modeldeploy.api.v1alpha1.rollout import (
     Analysis,
+    Baseline,
     CanaryStep,
     GatewayParentRef,
     GatewayRoute,
@@ -56,6 +57,7 @@ __all__ = [
     "Analysis",
     "AnalysisStatus",
     "Autoscaling",
+    "Baseline",
     "Bento",
     "BentoConfig",
     "BentoStore",

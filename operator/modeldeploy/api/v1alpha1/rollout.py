@@ -62,6 +62,25 @@ class PrometheusSource(ApiModel):
     )
 
 
+class Baseline(ApiModel):
+    """The canary judged against the stable revision over the same window, instead of absolute limits."""
+
+    max_error_rate_increase: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description=(
+            "How much the canary's share of 5xx may exceed the stable revision's, 0.01 being one percentage point."
+        ),
+    )
+    max_latency_p99_ratio: float | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Highest canary p99 latency as a multiple of the stable revision's, for example 1.5.",
+    )
+
+
 class Analysis(ApiModel):
     """How a canary is judged at each step, on BentoML's own request metrics."""
 
@@ -83,6 +102,14 @@ class Analysis(ApiModel):
     )
     max_latency_p99: Annotated[Duration, bounded("1ms", "1h")] | None = Field(
         default=None, description="Highest 99th percentile of request duration, for example 500ms."
+    )
+    baseline: Baseline | None = Field(
+        default=None,
+        description=(
+            "Compare the canary with the stable revision over the same window: while the stable revision has "
+            "served minRequests, its error rate (and p99) set the limits and maxErrorRate and maxLatencyP99 "
+            "are not used, so a cluster that is slow or failing for both does not fail a good canary."
+        ),
     )
     no_data_timeout: Annotated[Duration, bounded("1s", "24h")] = Field(
         default=Duration("10m"),
