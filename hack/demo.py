@@ -1,11 +1,11 @@
 """`make demo`: a canary of the `make up` iris model on the real node, judged on real metrics.
 
 The model's pods run on the local cluster's real node; Prometheus (3.x, in the cluster) discovers
-them with the scrape job of docs/analysis.md; a bounded client load goes through the model's
-Service. The demo changes iris to the other example bento (iris-classifier <-> iris-onnx, built
-into the local registry on first use) with an analysis reading that Prometheus, prints
-`kubectl get md iris` whenever the line changes, each analysis measurement, the events, and what
-the client saw.
+them with the scrape job of docs/analysis.md; a bounded client load goes through the Gateway at
+the model's status.url (the `make up` sample is exposed), or its Service when it is not exposed.
+The demo changes iris to the other example bento (iris-classifier <-> iris-onnx, built into the
+local registry on first use) with an analysis reading that Prometheus, prints `kubectl get md iris`
+whenever the line changes, each analysis measurement, the events, and what the client saw.
 
     python hack/demo.py                  # a healthy canary: promoted
     python hack/demo.py --fail-rate 0.3  # the canary answers 30% of requests with HTTP 500: rolled back
@@ -123,10 +123,18 @@ def main() -> int:
     }
 
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    url = service_url(cluster, NAME, NAMESPACE)
+    expose = md["spec"].get("expose")
+    if expose:
+        # As the model's users call it: through the Gateway, at status.url's host.
+        gateway = addons.ensure_gateway(local)
+        url, headers = f"http://{gateway.address}", {"Host": expose["hostname"]}
+        where = f"through the Gateway at {md['status']['url']} ({gateway.address}, Host {expose['hostname']})"
+    else:
+        url, headers = service_url(cluster, NAME, NAMESPACE), {}
+        where = f"to the iris Service ({url})"
     # A connection per request, as many short-lived clients make: Replicas routing splits connections.
-    with Load([url], rate=RATE, duration=TIMEOUT_S, concurrency=4, keepalive=False) as load:
-        say(f"client: {RATE} requests/s to the iris Service ({url}); the canary fails {args.fail_rate:.0%}")
+    with Load([url], rate=RATE, duration=TIMEOUT_S, concurrency=4, keepalive=False, headers=headers) as load:
+        say(f"client: {RATE} requests/s {where}; the canary fails {args.fail_rate:.0%}")
         patch = json.dumps({"spec": spec})
         say(f"kubectl patch md {NAME} --type merge -p '{patch}'")
         cluster.kubectl("patch", "md", NAME, "-n", NAMESPACE, "--type", "merge", "-p", patch)

@@ -3,8 +3,10 @@
 up:   the local cluster with its real node; the operator image, the iris bento and its image
       (each built once, then found in the local registry); `helm install` of the chart, whose
       operator Deployment runs from that image on the real node with the chart's RBAC; the iris
-      sample applied; wait until it is Ready; print `kubectl get modeldeployments` and a
-      prediction made through the model's Service.
+      Gateway (Traefik on a loopback port); the iris sample applied, exposed through that Gateway at
+      iris.localhost; wait until it is Ready; print `kubectl get modeldeployments` and a prediction
+      made through the Gateway at the model's status.url (curl and browsers resolve *.localhost to
+      the loopback address).
 down: stop the cluster: pods and containers, the node, the control plane.
 """
 
@@ -16,7 +18,9 @@ import subprocess
 import sys
 import time
 
-from localcluster import LocalCluster, bentoimages
+import yaml
+
+from localcluster import LocalCluster, addons, bentoimages
 from localcluster.kit import CHART, OPERATOR_NAMESPACE, RELEASE, ROOT, Cluster, condition, wait_for
 
 STATE = ROOT / ".cluster"
@@ -38,12 +42,10 @@ def install_chart(cluster: Cluster, operator_image: str) -> None:
     )  # fmt: skip
 
 
-def predict(cluster: Cluster, name: str, namespace: str) -> tuple[str, str]:
-    """A real prediction through the model's Service: (the curl command, its answer)."""
-    service = cluster.json("get", "service", name, "-n", namespace)
-    address = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+def predict(url: str) -> tuple[str, str]:
+    """A real prediction at the model's URL, through the Gateway: (the curl command, its answer)."""
     command = [
-        "curl", "-s", "--fail-with-body", "-X", "POST", f"http://{address}/classify",
+        "curl", "-s", "--fail-with-body", "-X", "POST", f"{url}classify",
         "-H", "content-type: application/json", "-d", json.dumps(PREDICT_BODY),
     ]  # fmt: skip
 
@@ -51,10 +53,19 @@ def predict(cluster: Cluster, name: str, namespace: str) -> tuple[str, str]:
         result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    # kube-proxy programs a new Service's rules about a second after its endpoints appear.
-    answer = wait_for(answered, timeout=30, what=f"a prediction from http://{address}")
+    # The Gateway programs a new route within a second or two of the HTTPRoute.
+    answer = wait_for(answered, timeout=60, what=f"a prediction from {url}")
     shown = " ".join(f"'{part}'" if " " in part or "{" in part else part for part in command)
     return shown, answer
+
+
+def exposed_sample(gateway: addons.Gateway) -> str:
+    """The sample as shipped, its expose pointed at the local cluster's Gateway (its port is picked at start)."""
+    sample = yaml.safe_load(SAMPLE.read_text())
+    expose = sample["spec"]["expose"]
+    expose["parentRefs"] = [gateway.parent_ref]
+    expose["port"] = int(gateway.address.rpartition(":")[2])
+    return yaml.safe_dump(sample, sort_keys=False)
 
 
 def up() -> int:
@@ -62,7 +73,8 @@ def up() -> int:
     local = LocalCluster(STATE)
     info = local.up()
     cluster = Cluster("local", info.kubeconfig, info.kubectl, info.helm)
-    say(f"cluster up ({time.monotonic() - started:.0f}s); images (built once, then taken from the local registry)")
+    gateway = addons.ensure_gateway(local)
+    say(f"cluster up ({time.monotonic() - started:.0f}s), its Gateway on {gateway.address}; images (built once)")
     builder = info.image_builder(say)
     operator_image = builder.operator()
     iris_image = bentoimages.ensure(builder, "iris-classifier", "v1")
@@ -71,15 +83,16 @@ def up() -> int:
     pod = cluster.json("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=modeldeploy-operator")
     node = pod["items"][0]["spec"].get("nodeName") if pod["items"] else None
     say(f"operator running in a pod on {node} ({time.monotonic() - started:.0f}s); applying the iris sample")
-    cluster.apply(SAMPLE.read_text())
+    cluster.apply(exposed_sample(gateway))
     wait_for(
         lambda: condition(cluster.get("modeldeployment", "iris", "default") or {}, "Ready").get("status") == "True",
         timeout=300,
         what="ModelDeployment default/iris Ready",
     )
     print(cluster.kubectl("get", "modeldeployments", "-A").stdout, end="")
-    command, answer = predict(cluster, "iris", "default")
-    say("a prediction through the iris Service:")
+    url = cluster.json("get", "modeldeployment", "iris", "-n", "default")["status"]["url"]
+    command, answer = predict(url)
+    say(f"a prediction through the Gateway at the model's URL (its UI: open {url} in a browser):")
     print(f"$ {command}\n{answer}")
     say(f"up in {time.monotonic() - started:.0f}s. Try:")
     print(f"  export KUBECONFIG={info.kubeconfig} PATH={info.bin_dir}:$PATH")
