@@ -9,6 +9,7 @@ whenever the line changes, each analysis measurement, the events, and what the c
 
     python hack/demo.py                  # a healthy canary: promoted
     python hack/demo.py --fail-rate 0.3  # the canary answers 30% of requests with HTTP 500: rolled back
+    python hack/demo.py --baseline       # judged against the stable revision (analysis.baseline)
 
 Needs `make up` running.
 """
@@ -36,8 +37,8 @@ def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def analysis(prometheus_url: str) -> dict[str, Any]:
-    return {
+def analysis(prometheus_url: str, *, baseline: bool = False) -> dict[str, Any]:
+    judged: dict[str, Any] = {
         "prometheus": {"address": prometheus_url},
         "interval": "10s",
         "failureLimit": 2,
@@ -46,6 +47,10 @@ def analysis(prometheus_url: str) -> dict[str, Any]:
         "maxLatencyP99": "500ms",
         "noDataTimeout": "2m",
     }
+    if baseline:
+        # Against the stable revision's same window instead (docs/analysis.md).
+        judged["baseline"] = {"maxErrorRateIncrease": 0.02, "maxLatencyP99Ratio": 3}
+    return judged
 
 
 def canary_of(cluster: Cluster, md: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -89,6 +94,7 @@ def watch(cluster: Cluster, timeout: float) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of the canary's requests answered 500")
+    parser.add_argument("--baseline", action="store_true", help="judge the canary against the stable revision")
     args = parser.parse_args()
     if not 0.0 <= args.fail_rate <= 1.0:
         parser.error(f"--fail-rate {args.fail_rate}: must be between 0 and 1")
@@ -119,7 +125,7 @@ def main() -> int:
         "env": env,
         # BentoML's settings name the service class of the bento they apply to.
         "bentoConfig": {"service": SERVICE_CLASSES[other]},
-        "rollout": {"analysis": analysis(prometheus.in_cluster_url)},
+        "rollout": {"analysis": analysis(prometheus.in_cluster_url, baseline=args.baseline)},
     }
 
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
