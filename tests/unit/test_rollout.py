@@ -58,6 +58,8 @@ class World:
     problems: tuple[PodProblem, ...] = ()
     missing: tuple[str, ...] = ()
     gateway_api: bool = True
+    # Optional kinds besides the HTTPRoute that the cluster does not serve (a ScaledObject without KEDA).
+    unserved: frozenset[str] = frozenset()
     measure: Callable[[str], Measurement] | None = None
     events: list[tuple[str, str]] = field(default_factory=list)
     last: Plan | None = None
@@ -78,7 +80,7 @@ class World:
             canary=self.deployments.get("iris-canary"),
             pod_problems=self.problems,
             missing_references=self.missing,
-            unserved=frozenset() if self.gateway_api else frozenset({"HTTPRoute"}),
+            unserved=(frozenset() if self.gateway_api else frozenset({"HTTPRoute"})) | self.unserved,
         )
 
     def reconcile(self) -> Plan:

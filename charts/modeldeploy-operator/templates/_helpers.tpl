@@ -50,9 +50,13 @@ tests/unit/test_child_kinds.py fails when the two disagree. */}}
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Routes are written and removed by name, never listed or watched.
+# Optional kinds (their CRDs may be absent) are written and removed by name, never listed or watched: routes,
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
+  verbs: ["get", "create", "patch", "delete"]
+# KEDA ScaledObjects (autoscaling on request metrics), likewise by name.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
   verbs: ["get", "create", "patch", "delete"]
 # Why pods of a ModelDeployment are not Ready (listed by label, only then).
 - apiGroups: [""]

@@ -18,7 +18,8 @@ from modeldeploy.k8s.objects import deployment_state
 from modeldeploy.model.desired import Desired
 from modeldeploy.model.observed import DeploymentState
 from modeldeploy.model.revision import RevisionPlan
-from modeldeploy.render.autoscaler import render_autoscalers
+from modeldeploy.model.scaling import SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND
+from modeldeploy.render.autoscaler import render_autoscalers, render_scaled_objects
 from modeldeploy.render.deployment import render_deployments
 from modeldeploy.render.service import render_services
 from modeldeploy.routing import gateway
@@ -57,6 +58,7 @@ CHILD_KINDS = (
     ChildKind("v1", "Service", "services", render_services),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", render_autoscalers),
     ChildKind(gateway.ROUTE_API_VERSION, gateway.ROUTE_KIND, "httproutes", gateway.render_routes, optional=True),
+    ChildKind(SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND, "scaledobjects", render_scaled_objects, optional=True),
 )
 BY_KIND = {child.kind: child for child in CHILD_KINDS}
 WATCHED = tuple(child for child in CHILD_KINDS if not child.optional)

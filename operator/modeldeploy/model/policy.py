@@ -49,11 +49,11 @@ class Policy:
     def service_account_refused(self, name: str | None) -> str | None:
         return None if name is None or self.allow_service_account_name else _SERVICE_ACCOUNT_REFUSED
 
-    def metrics_refused(self, address: str) -> str | None:
+    def metrics_refused(self, address: str, field: str = "spec.rollout.analysis.prometheus.address") -> str | None:
         if self.metrics_allowed(address):
             return None
         return (
-            f"spec.rollout.analysis.prometheus.address: {address} is not a metrics endpoint this cluster's operator "
+            f"{field}: {address} is not a metrics endpoint this cluster's operator "
             f"may query (allowed: {', '.join(self.metrics_allow)})"
         )
 

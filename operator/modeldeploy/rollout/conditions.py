@@ -23,6 +23,7 @@ from modeldeploy.api.v1alpha1 import (
     RevisionStatus,
 )
 from modeldeploy.model.observed import Observed
+from modeldeploy.model.scaling import SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND, uses_keda
 from modeldeploy.routing import router_for
 from modeldeploy.routing.gateway import ROUTE_API_VERSION, ROUTE_KIND
 
@@ -116,6 +117,19 @@ def _unexposed(facts: Facts) -> list[Problem]:
             "ExposeUnavailable",
             f"spec.expose needs {ROUTE_KIND} ({ROUTE_API_VERSION}), which this cluster does not serve: install "
             f"the Gateway API CRDs; meanwhile the model serves in-cluster only, at {_in_cluster_url(md)}",
+        )
+    ]
+
+
+def _unscaled(facts: Facts) -> list[Problem]:
+    if not uses_keda(facts.md) or SCALED_OBJECT_KIND not in facts.observed.unserved:
+        return []
+    return [
+        (
+            "KEDAMissing",
+            f"autoscaling.metrics names a request metric, which needs KEDA ({SCALED_OBJECT_KIND} "
+            f"{SCALED_OBJECT_API_VERSION}), and this cluster does not serve it: install KEDA, or autoscale on cpu "
+            "or memory; meanwhile the stable Deployment keeps the replicas it has",
         )
     ]
 
@@ -240,6 +254,7 @@ def _degraded(facts: Facts) -> Verdict:
         *_rolled_back(facts),
         *((p.reason, p.message) for p in facts.observed.pod_problems),
         *_unexposed(facts),
+        *_unscaled(facts),
     ]
     for dep in (facts.observed.stable, facts.observed.canary):
         if dep is not None and dep.replica_failure:

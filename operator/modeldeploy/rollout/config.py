@@ -38,12 +38,17 @@ def refusal(md: ModelDeployment, config: PlanConfig) -> Refusal | None:
         )
     policy = config.policy
     analysis = spec.rollout.analysis
+    scaling_source = spec.autoscaling.prometheus if spec.autoscaling is not None else None
     refused = [
         problem
         for problem in (
             policy.service_type_refused(spec.service.type),
             policy.service_account_refused(spec.service_account_name),
             policy.metrics_refused(analysis.prometheus.address) if analysis is not None else None,
+            # KEDA, not the operator, queries this one; it is the same kind of request, on the author's behalf.
+            policy.metrics_refused(scaling_source.address, "spec.autoscaling.prometheus.address")
+            if scaling_source is not None
+            else None,
         )
         if problem is not None
     ]

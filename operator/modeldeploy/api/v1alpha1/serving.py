@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from modeldeploy.api.base import ApiModel
+from modeldeploy.api.duration import Duration, bounded
 from modeldeploy.api.rules import FieldRules, Rule
 from modeldeploy.api.v1alpha1.bentoml import MAX_OPTIONS, MAX_VALUE_LENGTH, OPTION_RULES, SERVICE_NAME_PATTERN
 from modeldeploy.api.v1alpha1.formats import (
@@ -25,6 +26,7 @@ from modeldeploy.api.v1alpha1.formats import (
     labels_rule,
     quantity_value,
 )
+from modeldeploy.api.v1alpha1.rollout import PrometheusSource
 
 # A BentoML tag with an explicit version: a revision must name exactly one bento.
 BENTO_TAG_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?:[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
@@ -140,11 +142,36 @@ class Bento(ApiModel):
 # --- scaling and resources ----------------------------------------------------
 
 
-class MetricTarget(ApiModel):
-    """A resource the autoscaler keeps at a target average utilization of the requests."""
+# Metric types the HorizontalPodAutoscaler serves (utilization of the requests), and those KEDA serves from
+# BentoML's own request metrics in Prometheus (a value per replica).
+RESOURCE_METRICS = ("cpu", "memory")
+REQUEST_METRICS = ("requestsPerSecond", "inFlightRequests")
 
-    type: Literal["cpu", "memory"] = Field(description="The resource: cpu or memory.")
-    target: int = Field(ge=1, le=100, description="Target average utilization, in percent of the request.")
+
+class MetricTarget(ApiModel):
+    """What the autoscaler keeps each replica at."""
+
+    crd_rules = (
+        Rule(
+            cel="!(self.type in ['cpu', 'memory']) || self.target <= 100",
+            message="cpu and memory targets are a utilization of the request, in percent: at most 100",
+            field_path=".target",
+            check=lambda m: m.type not in RESOURCE_METRICS or m.target <= 100,
+        ),
+    )
+
+    type: Literal["cpu", "memory", "requestsPerSecond", "inFlightRequests"] = Field(
+        description=(
+            "cpu or memory: average utilization of the request (a HorizontalPodAutoscaler). requestsPerSecond or "
+            "inFlightRequests: per replica, from BentoML's bentoml_service_request_* metrics in Prometheus "
+            "(a KEDA ScaledObject; needs KEDA in the cluster and autoscaling.prometheus)."
+        )
+    )
+    target: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="cpu/memory: percent of the request (1-100); requestsPerSecond/inFlightRequests: per replica.",
+    )
 
 
 class Autoscaling(ApiModel):
@@ -163,6 +190,14 @@ class Autoscaling(ApiModel):
             field_path=".metrics",
             check=lambda a: len({m.type for m in a.metrics}) == len(a.metrics),
         ),
+        Rule(
+            cel=(
+                "!self.metrics.exists(m, m.type in ['requestsPerSecond', 'inFlightRequests']) || has(self.prometheus)"
+            ),
+            message="requestsPerSecond and inFlightRequests need prometheus (where KEDA reads BentoML's metrics)",
+            field_path=".prometheus",
+            check=lambda a: a.prometheus is not None or all(m.type not in REQUEST_METRICS for m in a.metrics),
+        ),
     )
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
@@ -170,9 +205,31 @@ class Autoscaling(ApiModel):
     metrics: list[MetricTarget] = Field(
         default_factory=lambda: [MetricTarget(type="cpu", target=80)],
         min_length=1,
-        max_length=2,
-        description="Utilization targets; cpu needs resources.requests.cpu, memory needs resources.requests.memory.",
+        max_length=4,
+        description=(
+            "Targets; cpu needs resources.requests.cpu, memory needs resources.requests.memory. With a request "
+            "metric, every target goes to one KEDA ScaledObject (KEDA then runs the HorizontalPodAutoscaler)."
+        ),
     )
+    prometheus: PrometheusSource | None = Field(
+        default=None,
+        description=(
+            "The Prometheus that scrapes the model servers, for requestsPerSecond and inFlightRequests (queried by "
+            "KEDA, not by the operator; the operator's --metrics-allow applies to it too)."
+        ),
+    )
+    scale_down_stabilization: Annotated[Duration, bounded("0s", "1h")] = Field(
+        default=Duration("5m"),
+        description=(
+            "How long load must stay low before replicas are removed, 0s to 1h (the HorizontalPodAutoscaler's "
+            "scale-down stabilization window)."
+        ),
+    )
+
+    @property
+    def request_based(self) -> bool:
+        """Whether a target needs KEDA (a request metric), rather than the HorizontalPodAutoscaler alone."""
+        return any(m.type in REQUEST_METRICS for m in self.metrics)
 
 
 class GPU(ApiModel):
