@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
@@ -293,6 +294,42 @@ class TestRenderAutoscaler:
         }
 
 
+class TestRenderDisruptionBudget:
+    def test_one_budget_covers_stable_and_canary_pods(self) -> None:
+        model = md(replicas=3)
+        plan = stable(model, 3)
+        objects = render_children(model, plan, RevisionPlan("canary", plan.revision, plan.template, 1))
+        [pdb] = [valid(o) for o in objects if o["kind"] == "PodDisruptionBudget"]
+        assert pdb["metadata"]["name"] == "iris"
+        assert pdb["metadata"]["ownerReferences"][0]["uid"] == "0b7c-uid"
+        assert pdb["spec"] == {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {"modeldeploy.dev/name": "iris"}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        }
+        selected = pdb["spec"]["selector"]["matchLabels"].items()
+        for dep in (o for o in objects if o["kind"] == "Deployment"):
+            assert selected <= dep["spec"]["template"]["metadata"]["labels"].items(), dep["metadata"]["name"]
+
+    @pytest.mark.parametrize(
+        ("spec", "wanted"),
+        [
+            ({"replicas": 0}, False),
+            ({"replicas": 1}, False),
+            ({"replicas": 2}, True),
+            ({"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}, False),
+            # The autoscaler may scale out: one pod may always go, so a single pod never blocks a drain.
+            ({"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 5}}, True),
+            ({"replicas": 5, "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}, False),
+        ],
+    )
+    def test_a_budget_only_where_the_model_may_run_two_pods(self, spec: dict[str, Any], wanted: bool) -> None:
+        model = md(resources={"requests": {"cpu": "1"}}, **spec)
+        plan = stable(model, None if model.spec.autoscaling else model.spec.replicas)
+        kinds = [o["kind"] for o in render_children(model, plan, None)]
+        assert ("PodDisruptionBudget" in kinds) is wanted
+
+
 class TestRenderRoute:
     def test_weights_split_between_stable_and_canary(self) -> None:
         model = md(
@@ -317,7 +354,7 @@ class TestRenderChildren:
     def test_first_deployment_is_deployment_and_service(self) -> None:
         model = md()
         kinds = [(o["kind"], o["metadata"]["name"]) for o in render_children(model, stable(model), None)]
-        assert kinds == [("Deployment", "iris"), ("Service", "iris")]
+        assert kinds == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
 
     def test_everything_for_an_autoscaled_gateway_canary(self) -> None:
         model = md(
@@ -335,6 +372,7 @@ class TestRenderChildren:
             ("Service", "iris"),
             ("Service", "iris-canary"),
             ("HorizontalPodAutoscaler", "iris"),
+            ("PodDisruptionBudget", "iris"),
             ("HTTPRoute", "iris"),
         ]
 

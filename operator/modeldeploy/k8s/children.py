@@ -20,6 +20,7 @@ from modeldeploy.model.observed import DeploymentState
 from modeldeploy.model.revision import RevisionPlan
 from modeldeploy.render.autoscaler import render_autoscalers
 from modeldeploy.render.deployment import render_deployments
+from modeldeploy.render.disruption import render_pdbs
 from modeldeploy.render.service import render_services
 from modeldeploy.routing import gateway
 
@@ -56,6 +57,7 @@ CHILD_KINDS = (
     ChildKind("apps/v1", "Deployment", "deployments", render_deployments, observe=deployment_state),
     ChildKind("v1", "Service", "services", render_services),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", render_autoscalers),
+    ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", render_pdbs),
     ChildKind(gateway.ROUTE_API_VERSION, gateway.ROUTE_KIND, "httproutes", gateway.render_routes, optional=True),
 )
 BY_KIND = {child.kind: child for child in CHILD_KINDS}
