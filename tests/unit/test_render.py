@@ -154,7 +154,7 @@ class TestRenderDeployment:
 
     def test_no_gpu_means_no_gpu_limit_or_toleration(self) -> None:
         dep = deployment(md())
-        assert "limits" not in container(dep)["resources"]
+        assert set(container(dep)["resources"]["limits"]) == {"ephemeral-storage"}
         assert "tolerations" not in dep["spec"]["template"]["spec"]
 
     def test_labels_names_and_owner(self) -> None:
@@ -218,6 +218,135 @@ class TestRenderDeployment:
     def test_an_api_token_only_when_the_spec_asks_for_one(self) -> None:
         pod = deployment(md(serviceAccountName="model-reader", automountServiceAccountToken=True))["spec"]["template"]
         assert pod["spec"]["automountServiceAccountToken"] is True
+
+
+def volume(dep: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == name)
+
+
+def fetch(dep: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = dep["spec"]["template"]["spec"]["initContainers"]
+    return next(c for c in containers if c["name"] == "fetch-bento")
+
+
+class TestStorage:
+    @pytest.mark.parametrize(("model", "size"), [(md(), "1Gi"), (tag_md(), "4Gi")], ids=["image", "tag"])
+    def test_the_scratch_volume_is_bounded_and_requested_by_default(self, model: ModelDeployment, size: str) -> None:
+        dep = deployment(model)
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": size}
+        resources = container(dep)["resources"]
+        assert resources["requests"]["ephemeral-storage"] == size
+        # The limit leaves room for the container's logs beside a full emptyDir.
+        assert resources["limits"]["ephemeral-storage"] == {"1Gi": "1280Mi", "4Gi": "4352Mi"}[size]
+
+    def test_storage_from_the_spec_sizes_volume_request_and_limit(self) -> None:
+        dep = deployment(md(resources={"storage": "20Gi", "requests": {"cpu": "1"}}))
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "20Gi"}
+        resources = container(dep)["resources"]
+        assert resources["requests"] == {"cpu": "1", "ephemeral-storage": "20Gi"}
+        assert resources["limits"] == {"ephemeral-storage": "20736Mi"}
+
+    def test_a_decimal_storage_gets_a_limit_in_bytes(self) -> None:
+        resources = container(deployment(md(resources={"storage": "2G"})))["resources"]
+        assert resources["limits"]["ephemeral-storage"] == str(2 * 10**9 + 256 * 2**20)
+
+    def test_explicit_ephemeral_storage_request_and_limit_win(self) -> None:
+        spec = {"storage": "2Gi", "requests": {"ephemeral-storage": "3Gi"}, "limits": {"ephemeral-storage": "8Gi"}}
+        dep = deployment(md(resources=spec))
+        resources = container(dep)["resources"]
+        assert resources["requests"]["ephemeral-storage"] == "3Gi"
+        assert resources["limits"]["ephemeral-storage"] == "8Gi"
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "2Gi"}
+
+    def test_a_limit_below_the_default_storage_bounds_volume_and_request(self) -> None:
+        dep = deployment(md(resources={"limits": {"ephemeral-storage": "512Mi"}}))
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "512Mi"}
+        assert container(dep)["resources"]["requests"]["ephemeral-storage"] == "512Mi"
+
+    def test_a_request_above_the_storage_gets_a_limit_above_the_request(self) -> None:
+        resources = container(deployment(md(resources={"requests": {"ephemeral-storage": "5Gi"}})))["resources"]
+        assert resources["limits"]["ephemeral-storage"] == "5376Mi"
+
+    @pytest.mark.parametrize(
+        ("resources", "field", "message"),
+        [
+            ({"storage": "1Mi"}, "spec.resources.storage", "storage must be at least 64Mi"),
+            ({"storage": "-1Gi"}, "spec.resources.storage", "is not a Kubernetes quantity"),
+            (
+                {"storage": "4Gi", "limits": {"ephemeral-storage": "2Gi"}},
+                "spec.resources.storage",
+                "storage must not be more than limits.ephemeral-storage",
+            ),
+            (
+                {"fetch": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+                "spec.resources.fetch.requests.memory",
+                "a request must not be more than its limit",
+            ),
+            ({"fetch": {"limits": {"nvidia.com/gpu": "1"}}}, "spec.resources.fetch.limits", "limits may name cpu"),
+        ],
+    )
+    def test_bad_storage_and_fetch_resources_are_refused_with_the_field_named(
+        self, resources: dict[str, Any], field: str, message: str
+    ) -> None:
+        from pydantic import ValidationError
+
+        from modeldeploy.api.errors import describe
+
+        with pytest.raises(ValidationError) as caught:
+            md(resources=resources)
+        [line] = describe(caught.value)
+        assert line.startswith(f"{field}: ") and message in line, line
+
+    def test_new_fields_left_unset_keep_the_revision(self) -> None:
+        """Fields added to resources default to nothing on the wire, so existing revisions keep their hash."""
+        template = template_of(md(resources={"requests": {"cpu": "1"}}).spec)
+        assert template.wire()["resources"] == {"requests": {"cpu": "1"}, "limits": {}}
+
+
+class TestFetchResources:
+    def test_defaults_have_limits_and_the_serving_containers_storage(self) -> None:
+        assert fetch(deployment(tag_md()))["resources"] == {
+            "requests": {"cpu": "100m", "ephemeral-storage": "4Gi", "memory": "256Mi"},
+            "limits": {"ephemeral-storage": "4352Mi", "memory": "1Gi"},
+        }
+
+    def test_the_serving_limits_apply_so_a_quota_on_limits_admits_the_pod(self) -> None:
+        model = md(
+            bento={"tag": TAG, "store": {"uri": "s3://models/bentos"}},
+            resources={"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+        )
+        dep = deployment(model)
+        assert fetch(dep)["resources"]["limits"] == {"cpu": "2", "ephemeral-storage": "4352Mi", "memory": "8Gi"}
+        for c in (container(dep), fetch(dep)):
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(c["resources"]["limits"]), c["name"]
+
+    def test_a_default_request_above_a_small_serving_limit_is_lowered_to_it(self) -> None:
+        model = md(bento={"tag": TAG, "store": {"uri": "s3://m/b"}}, resources={"limits": {"cpu": "50m"}})
+        assert fetch(deployment(model))["resources"]["requests"]["cpu"] == "50m"
+
+    def test_the_spec_overrides_key_by_key(self) -> None:
+        model = md(
+            bento={"tag": TAG, "store": {"uri": "s3://m/b"}},
+            resources={"fetch": {"requests": {"memory": "1Gi"}, "limits": {"memory": "3Gi", "cpu": "1"}}},
+        )
+        assert fetch(deployment(model))["resources"] == {
+            "requests": {"cpu": "100m", "ephemeral-storage": "4Gi", "memory": "1Gi"},
+            "limits": {"cpu": "1", "ephemeral-storage": "4352Mi", "memory": "3Gi"},
+        }
+
+    def test_no_gpu_for_the_fetch(self) -> None:
+        model = md(bento={"tag": TAG, "store": {"uri": "s3://m/b"}}, resources={"gpu": {"count": 1}})
+        assert "nvidia.com/gpu" not in fetch(deployment(model))["resources"]["limits"]
+
+
+class TestSpread:
+    def test_soft_spread_by_host_and_by_zone_over_every_pod_of_the_model(self) -> None:
+        spread = deployment(md())["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert [(s["topologyKey"], s["whenUnsatisfiable"], s["maxSkew"]) for s in spread] == [
+            ("kubernetes.io/hostname", "ScheduleAnyway", 1),
+            ("topology.kubernetes.io/zone", "ScheduleAnyway", 1),
+        ]
+        assert all(s["labelSelector"] == {"matchLabels": {"modeldeploy.dev/name": "iris"}} for s in spread)
 
 
 class TestRenderDeploymentFromTag:
