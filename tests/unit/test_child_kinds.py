@@ -22,11 +22,12 @@ Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 
 def everything() -> list[dict[str, Any]]:
-    """Every kind of child at once: an autoscaled canary behind an HTTPRoute."""
+    """Every kind of child at once: an autoscaled canary behind an HTTPRoute, with a NetworkPolicy."""
     model = md(
         autoscaling={"maxReplicas": 4},
         resources={"requests": {"cpu": "1"}},
         rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+        networkPolicy={"enabled": True, "from": [{"namespaceSelector": {}}]},
     )
     template = template_of(model.spec)
     stable = RevisionPlan("stable", template.revision, template, None)

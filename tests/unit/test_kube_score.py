@@ -83,8 +83,8 @@ POLICY = (
     Allowed(
         "pod-networkpolicy",
         "The pod does not have a matching NetworkPolicy",
-        "not made unasked: who may call a model (a gateway, other namespaces) is the cluster's to say; the "
-        "operator serves nothing but its probes",
+        "opt-in (spec.networkPolicy): who may call a model (a gateway, other namespaces, Prometheus) is the "
+        "cluster's to say; the operator's own pod serves nothing but its probes",
     ),
     Allowed(
         "deployment-has-poddisruptionbudget",
@@ -223,6 +223,22 @@ class TestModelObjects:
             "Deployment/apps/v1/ml/three (pod): deployment-has-poddisruptionbudget: "
             "No matching PodDisruptionBudget was found"
         ]
+
+    def test_an_enabled_network_policy_covers_every_pod_of_the_model(self, tmp_path: Path) -> None:
+        peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}}]
+        model = md("fenced", replicas=3, resources=SERVING, networkPolicy={"enabled": True, "from": peers})
+        report = kube_score(canary_in_progress(model), tmp_path)
+        assert unexplained(report) == []
+        found = {(obj["object_name"], check) for obj, check, _, _ in criticals(report)}
+        assert not any(check == "pod-networkpolicy" for _, check in found), found
+        checked = {
+            check["check"]["id"]: check["grade"]
+            for obj in report
+            if obj["type_meta"]["kind"] == "NetworkPolicy"
+            for check in obj["checks"]
+            if not check["skipped"]
+        }
+        assert checked["networkpolicy-targets-pod"] == 10
 
 
 class TestChart:

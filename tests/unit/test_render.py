@@ -459,6 +459,61 @@ class TestRenderDisruptionBudget:
         assert ("PodDisruptionBudget" in kinds) is wanted
 
 
+PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}},
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    },
+    {"podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["client"]}]}},
+]
+
+
+class TestRenderNetworkPolicy:
+    def test_none_unless_enabled(self) -> None:
+        for spec in ({}, {"networkPolicy": {"enabled": False, "from": PEERS}}):
+            model = md(**spec)
+            assert "NetworkPolicy" not in [o["kind"] for o in render_children(model, stable(model), None)]
+
+    def test_ingress_to_the_serving_port_only_from_the_peers_named(self) -> None:
+        model = md(networkPolicy={"enabled": True, "from": PEERS})
+        plan = stable(model)
+        objects = render_children(model, plan, RevisionPlan("canary", plan.revision, plan.template, 1))
+        [policy] = [valid(o) for o in objects if o["kind"] == "NetworkPolicy"]
+        assert policy["metadata"]["name"] == "iris"
+        assert policy["spec"] == {
+            "podSelector": {"matchLabels": {"modeldeploy.dev/name": "iris"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": PEERS, "ports": [{"protocol": "TCP", "port": 3000}]}],
+        }
+        port = container(render_deployment(model, plan))["ports"][0]["containerPort"]
+        assert policy["spec"]["ingress"][0]["ports"][0]["port"] == port
+
+    @pytest.mark.parametrize(
+        ("settings", "expected"),
+        [
+            ({"enabled": True}, "spec.networkPolicy.from: from must name at least one peer when enabled"),
+            ({"enabled": True, "from": [{}]}, "spec.networkPolicy.from[0]: a peer needs namespaceSelector"),
+            (
+                {"enabled": True, "from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]},
+                "spec.networkPolicy.from[0].podSelector.matchExpressions[0].values: values must be given with In",
+            ),
+            (
+                {"enabled": True, "from": [{"podSelector": {"matchLabels": {"a": "two words"}}}]},
+                "spec.networkPolicy.from[0].podSelector.matchLabels.a: matchLabels keys must be qualified names",
+            ),
+        ],
+    )
+    def test_bad_settings_are_refused_with_the_field_named(self, settings: dict[str, Any], expected: str) -> None:
+        from pydantic import ValidationError
+
+        from modeldeploy.api.errors import describe
+
+        with pytest.raises(ValidationError) as caught:
+            md(networkPolicy=settings)
+        assert describe(caught.value)[0].startswith(expected)
+
+
 class TestRenderRoute:
     def test_weights_split_between_stable_and_canary(self) -> None:
         model = md(

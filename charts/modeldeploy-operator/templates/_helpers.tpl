@@ -53,6 +53,9 @@ tests/unit/test_child_kinds.py fails when the two disagree. */}}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Routes are written and removed by name, never listed or watched.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]

@@ -21,6 +21,7 @@ from modeldeploy.model.revision import RevisionPlan
 from modeldeploy.render.autoscaler import render_autoscalers
 from modeldeploy.render.deployment import render_deployments
 from modeldeploy.render.disruption import render_pdbs
+from modeldeploy.render.network import render_network_policies
 from modeldeploy.render.service import render_services
 from modeldeploy.routing import gateway
 
@@ -58,6 +59,7 @@ CHILD_KINDS = (
     ChildKind("v1", "Service", "services", render_services),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", render_autoscalers),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", render_pdbs),
+    ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", render_network_policies),
     ChildKind(gateway.ROUTE_API_VERSION, gateway.ROUTE_KIND, "httproutes", gateway.render_routes, optional=True),
 )
 BY_KIND = {child.kind: child for child in CHILD_KINDS}

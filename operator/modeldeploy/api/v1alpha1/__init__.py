@@ -1,6 +1,7 @@
 """modeldeploy.dev/v1alpha1: the versioned API, and nothing else."""
 
 from modeldeploy.api.v1alpha1.env import EnvVar, EnvVarSource
+from modeldeploy.api.v1alpha1.network import LabelSelector, NetworkPeer, NetworkPolicySettings
 from modeldeploy.api.v1alpha1.rollout import (
     Analysis,
     CanaryStep,
@@ -69,11 +70,14 @@ __all__ = [
     "FetchResources",
     "GatewayParentRef",
     "GatewayRoute",
+    "LabelSelector",
     "LocalObjectReference",
     "MetricTarget",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "NetworkPeer",
+    "NetworkPolicySettings",
     "Placement",
     "PrometheusSource",
     "Resources",

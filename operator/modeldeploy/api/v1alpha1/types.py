@@ -18,6 +18,7 @@ from modeldeploy.api.meta import ObjectMeta
 from modeldeploy.api.rules import Rule
 from modeldeploy.api.v1alpha1.env import MAX_ENV, Env
 from modeldeploy.api.v1alpha1.formats import DNSSubdomain
+from modeldeploy.api.v1alpha1.network import NetworkPolicySettings
 from modeldeploy.api.v1alpha1.rollout import Rollout
 from modeldeploy.api.v1alpha1.serving import (
     Autoscaling,
@@ -95,6 +96,13 @@ class ModelDeploymentSpec(ApiModel):
     rollout: Rollout = Field(default_factory=Rollout, description="How changes of the model reach the pods.")
     placement: Placement = Field(default_factory=Placement, description="Where the pods may run.")
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="The Service in front.")
+    network_policy: NetworkPolicySettings | None = Field(
+        default=None,
+        description=(
+            "An opt-in NetworkPolicy over the model's pods: ingress to its port only from the peers named. "
+            "None unless enabled: who may call a model is the cluster's to say."
+        ),
+    )
     service_account_name: DNSSubdomain | None = Field(
         default=None,
         description=(
