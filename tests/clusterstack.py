@@ -104,6 +104,10 @@ def chart(cluster: Cluster) -> Cluster:
         "--timeout",
         "120s",
     )
+    # helm installs crds/ only on the first install, never on an upgrade: a cluster kept between runs would
+    # go on serving the CRD of the first run (and refuse every field added since). Applied as `make crds` wrote it.
+    for crd in sorted((CHART / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     # Established is not enough for clients: wait until the resource is served through discovery.
     wait_for(
         lambda: cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,

@@ -32,6 +32,8 @@ class FakeClient:
         self.events: list[tuple[str, str, str]] = []
         self.created = 0
         self.fail_delete: Exception | None = None
+        # Every apply as sent: (field manager, the uid it is pinned to, the object).
+        self.applies: list[tuple[str, str | None, dict[str, Any]]] = []
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> Key:
@@ -59,6 +61,7 @@ class FakeClient:
     ) -> dict[str, Any]:
         """Server-side apply; pinned to a uid as the API server pins it (never a create, never another object)."""
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        self.applies.append((field_manager, uid, copy.deepcopy(obj)))
         if obj["kind"] in self.rejected:
             raise self.rejected[obj["kind"]]
         current = self.objects.get(self._key(obj))

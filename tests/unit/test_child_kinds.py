@@ -22,8 +22,8 @@ Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 
 def renders() -> list[list[dict[str, Any]]]:
-    """Every kind of child: an autoscaled canary behind an HTTPRoute, once on cpu (a HorizontalPodAutoscaler)
-    and once on requests per second (a KEDA ScaledObject: the two autoscalers never stand together)."""
+    """Every kind of child: an autoscaled canary behind an HTTPRoute, with a NetworkPolicy, once on cpu (a
+    HorizontalPodAutoscaler) and once on requests per second (a KEDA ScaledObject: the two never stand together)."""
     out = []
     for metrics, prometheus in (
         ([{"type": "cpu", "target": 80}], None),
@@ -33,6 +33,7 @@ def renders() -> list[list[dict[str, Any]]]:
             autoscaling={"maxReplicas": 4, "metrics": metrics, **({"prometheus": prometheus} if prometheus else {})},
             resources={"requests": {"cpu": "1"}},
             rollout={"trafficRouting": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+            networkPolicy={"enabled": True, "from": [{"namespaceSelector": {}}]},
         )
         template = template_of(model.spec)
         stable = RevisionPlan("stable", template.revision, template, None)

@@ -23,8 +23,8 @@ class TestReconcile:
         client = FakeClient(md_body())
         reconcile(client)
         verbs = [call[0] for call in client.calls if call[0] in ("status", "apply", "create")]
-        assert verbs == ["status", "create", "create"]
-        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris")]
+        assert verbs == ["status", "create", "create", "create"]
+        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
         assert ("Normal", "Deploying") in [(t, r) for t, r, _ in client.events]
 
     def test_an_invalid_spec_is_failed_with_the_field_named_and_nothing_is_applied(self) -> None:
@@ -152,7 +152,7 @@ class TestAddingAChildKind:
     def test_where_it_is_not_served_the_rest_is_applied_and_the_reason_named(self, scaled_object: ChildKind) -> None:
         client = FakeClient(md_body(), served=False)
         reconcile(client)
-        assert client.written() == [("Deployment", "iris"), ("Service", "iris")]
+        assert client.written() == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
         degraded = condition(client, "Degraded")
         assert degraded["reason"] == "ChildKindNotServed"
         assert degraded["message"] == "this cluster does not serve ScaledObject (keda.sh/v1alpha1): install its CRDs"

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
@@ -153,7 +154,7 @@ class TestRenderDeployment:
 
     def test_no_gpu_means_no_gpu_limit_or_toleration(self) -> None:
         dep = deployment(md())
-        assert "limits" not in container(dep)["resources"]
+        assert set(container(dep)["resources"]["limits"]) == {"ephemeral-storage"}
         assert "tolerations" not in dep["spec"]["template"]["spec"]
 
     def test_labels_names_and_owner(self) -> None:
@@ -217,6 +218,135 @@ class TestRenderDeployment:
     def test_an_api_token_only_when_the_spec_asks_for_one(self) -> None:
         pod = deployment(md(serviceAccountName="model-reader", automountServiceAccountToken=True))["spec"]["template"]
         assert pod["spec"]["automountServiceAccountToken"] is True
+
+
+def volume(dep: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == name)
+
+
+def fetch(dep: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = dep["spec"]["template"]["spec"]["initContainers"]
+    return next(c for c in containers if c["name"] == "fetch-bento")
+
+
+class TestStorage:
+    @pytest.mark.parametrize(("model", "size"), [(md(), "1Gi"), (tag_md(), "4Gi")], ids=["image", "tag"])
+    def test_the_scratch_volume_is_bounded_and_requested_by_default(self, model: ModelDeployment, size: str) -> None:
+        dep = deployment(model)
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": size}
+        resources = container(dep)["resources"]
+        assert resources["requests"]["ephemeral-storage"] == size
+        # The limit leaves room for the container's logs beside a full emptyDir.
+        assert resources["limits"]["ephemeral-storage"] == {"1Gi": "1280Mi", "4Gi": "4352Mi"}[size]
+
+    def test_storage_from_the_spec_sizes_volume_request_and_limit(self) -> None:
+        dep = deployment(md(resources={"storage": "20Gi", "requests": {"cpu": "1"}}))
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "20Gi"}
+        resources = container(dep)["resources"]
+        assert resources["requests"] == {"cpu": "1", "ephemeral-storage": "20Gi"}
+        assert resources["limits"] == {"ephemeral-storage": "20736Mi"}
+
+    def test_a_decimal_storage_gets_a_limit_in_bytes(self) -> None:
+        resources = container(deployment(md(resources={"storage": "2G"})))["resources"]
+        assert resources["limits"]["ephemeral-storage"] == str(2 * 10**9 + 256 * 2**20)
+
+    def test_explicit_ephemeral_storage_request_and_limit_win(self) -> None:
+        spec = {"storage": "2Gi", "requests": {"ephemeral-storage": "3Gi"}, "limits": {"ephemeral-storage": "8Gi"}}
+        dep = deployment(md(resources=spec))
+        resources = container(dep)["resources"]
+        assert resources["requests"]["ephemeral-storage"] == "3Gi"
+        assert resources["limits"]["ephemeral-storage"] == "8Gi"
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "2Gi"}
+
+    def test_a_limit_below_the_default_storage_bounds_volume_and_request(self) -> None:
+        dep = deployment(md(resources={"limits": {"ephemeral-storage": "512Mi"}}))
+        assert volume(dep, "tmp")["emptyDir"] == {"sizeLimit": "512Mi"}
+        assert container(dep)["resources"]["requests"]["ephemeral-storage"] == "512Mi"
+
+    def test_a_request_above_the_storage_gets_a_limit_above_the_request(self) -> None:
+        resources = container(deployment(md(resources={"requests": {"ephemeral-storage": "5Gi"}})))["resources"]
+        assert resources["limits"]["ephemeral-storage"] == "5376Mi"
+
+    @pytest.mark.parametrize(
+        ("resources", "field", "message"),
+        [
+            ({"storage": "1Mi"}, "spec.resources.storage", "storage must be at least 64Mi"),
+            ({"storage": "-1Gi"}, "spec.resources.storage", "is not a Kubernetes quantity"),
+            (
+                {"storage": "4Gi", "limits": {"ephemeral-storage": "2Gi"}},
+                "spec.resources.storage",
+                "storage must not be more than limits.ephemeral-storage",
+            ),
+            (
+                {"fetch": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+                "spec.resources.fetch.requests.memory",
+                "a request must not be more than its limit",
+            ),
+            ({"fetch": {"limits": {"nvidia.com/gpu": "1"}}}, "spec.resources.fetch.limits", "limits may name cpu"),
+        ],
+    )
+    def test_bad_storage_and_fetch_resources_are_refused_with_the_field_named(
+        self, resources: dict[str, Any], field: str, message: str
+    ) -> None:
+        from pydantic import ValidationError
+
+        from modeldeploy.api.errors import describe
+
+        with pytest.raises(ValidationError) as caught:
+            md(resources=resources)
+        [line] = describe(caught.value)
+        assert line.startswith(f"{field}: ") and message in line, line
+
+    def test_new_fields_left_unset_keep_the_revision(self) -> None:
+        """Fields added to resources default to nothing on the wire, so existing revisions keep their hash."""
+        template = template_of(md(resources={"requests": {"cpu": "1"}}).spec)
+        assert template.wire()["resources"] == {"requests": {"cpu": "1"}, "limits": {}}
+
+
+class TestFetchResources:
+    def test_defaults_have_limits_and_the_serving_containers_storage(self) -> None:
+        assert fetch(deployment(tag_md()))["resources"] == {
+            "requests": {"cpu": "100m", "ephemeral-storage": "4Gi", "memory": "256Mi"},
+            "limits": {"ephemeral-storage": "4352Mi", "memory": "1Gi"},
+        }
+
+    def test_the_serving_limits_apply_so_a_quota_on_limits_admits_the_pod(self) -> None:
+        model = md(
+            bento={"tag": TAG, "store": {"uri": "s3://models/bentos"}},
+            resources={"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+        )
+        dep = deployment(model)
+        assert fetch(dep)["resources"]["limits"] == {"cpu": "2", "ephemeral-storage": "4352Mi", "memory": "8Gi"}
+        for c in (container(dep), fetch(dep)):
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(c["resources"]["limits"]), c["name"]
+
+    def test_a_default_request_above_a_small_serving_limit_is_lowered_to_it(self) -> None:
+        model = md(bento={"tag": TAG, "store": {"uri": "s3://m/b"}}, resources={"limits": {"cpu": "50m"}})
+        assert fetch(deployment(model))["resources"]["requests"]["cpu"] == "50m"
+
+    def test_the_spec_overrides_key_by_key(self) -> None:
+        model = md(
+            bento={"tag": TAG, "store": {"uri": "s3://m/b"}},
+            resources={"fetch": {"requests": {"memory": "1Gi"}, "limits": {"memory": "3Gi", "cpu": "1"}}},
+        )
+        assert fetch(deployment(model))["resources"] == {
+            "requests": {"cpu": "100m", "ephemeral-storage": "4Gi", "memory": "1Gi"},
+            "limits": {"cpu": "1", "ephemeral-storage": "4352Mi", "memory": "3Gi"},
+        }
+
+    def test_no_gpu_for_the_fetch(self) -> None:
+        model = md(bento={"tag": TAG, "store": {"uri": "s3://m/b"}}, resources={"gpu": {"count": 1}})
+        assert "nvidia.com/gpu" not in fetch(deployment(model))["resources"]["limits"]
+
+
+class TestSpread:
+    def test_soft_spread_by_host_and_by_zone_over_every_pod_of_the_model(self) -> None:
+        spread = deployment(md())["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert [(s["topologyKey"], s["whenUnsatisfiable"], s["maxSkew"]) for s in spread] == [
+            ("kubernetes.io/hostname", "ScheduleAnyway", 1),
+            ("topology.kubernetes.io/zone", "ScheduleAnyway", 1),
+        ]
+        assert all(s["labelSelector"] == {"matchLabels": {"modeldeploy.dev/name": "iris"}} for s in spread)
 
 
 class TestRenderDeploymentFromTag:
@@ -293,6 +423,97 @@ class TestRenderAutoscaler:
         }
 
 
+class TestRenderDisruptionBudget:
+    def test_one_budget_covers_stable_and_canary_pods(self) -> None:
+        model = md(replicas=3)
+        plan = stable(model, 3)
+        objects = render_children(model, plan, RevisionPlan("canary", plan.revision, plan.template, 1))
+        [pdb] = [valid(o) for o in objects if o["kind"] == "PodDisruptionBudget"]
+        assert pdb["metadata"]["name"] == "iris"
+        assert pdb["metadata"]["ownerReferences"][0]["uid"] == "0b7c-uid"
+        assert pdb["spec"] == {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {"modeldeploy.dev/name": "iris"}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        }
+        selected = pdb["spec"]["selector"]["matchLabels"].items()
+        for dep in (o for o in objects if o["kind"] == "Deployment"):
+            assert selected <= dep["spec"]["template"]["metadata"]["labels"].items(), dep["metadata"]["name"]
+
+    @pytest.mark.parametrize(
+        ("spec", "wanted"),
+        [
+            ({"replicas": 0}, False),
+            ({"replicas": 1}, False),
+            ({"replicas": 2}, True),
+            ({"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}, False),
+            # The autoscaler may scale out: one pod may always go, so a single pod never blocks a drain.
+            ({"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 5}}, True),
+            ({"replicas": 5, "autoscaling": {"minReplicas": 1, "maxReplicas": 1}}, False),
+        ],
+    )
+    def test_a_budget_only_where_the_model_may_run_two_pods(self, spec: dict[str, Any], wanted: bool) -> None:
+        model = md(resources={"requests": {"cpu": "1"}}, **spec)
+        plan = stable(model, None if model.spec.autoscaling else model.spec.replicas)
+        kinds = [o["kind"] for o in render_children(model, plan, None)]
+        assert ("PodDisruptionBudget" in kinds) is wanted
+
+
+PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}},
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    },
+    {"podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["client"]}]}},
+]
+
+
+class TestRenderNetworkPolicy:
+    def test_none_unless_enabled(self) -> None:
+        for spec in ({}, {"networkPolicy": {"enabled": False, "from": PEERS}}):
+            model = md(**spec)
+            assert "NetworkPolicy" not in [o["kind"] for o in render_children(model, stable(model), None)]
+
+    def test_ingress_to_the_serving_port_only_from_the_peers_named(self) -> None:
+        model = md(networkPolicy={"enabled": True, "from": PEERS})
+        plan = stable(model)
+        objects = render_children(model, plan, RevisionPlan("canary", plan.revision, plan.template, 1))
+        [policy] = [valid(o) for o in objects if o["kind"] == "NetworkPolicy"]
+        assert policy["metadata"]["name"] == "iris"
+        assert policy["spec"] == {
+            "podSelector": {"matchLabels": {"modeldeploy.dev/name": "iris"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": PEERS, "ports": [{"protocol": "TCP", "port": 3000}]}],
+        }
+        port = container(render_deployment(model, plan))["ports"][0]["containerPort"]
+        assert policy["spec"]["ingress"][0]["ports"][0]["port"] == port
+
+    @pytest.mark.parametrize(
+        ("settings", "expected"),
+        [
+            ({"enabled": True}, "spec.networkPolicy.from: from must name at least one peer when enabled"),
+            ({"enabled": True, "from": [{}]}, "spec.networkPolicy.from[0]: a peer needs namespaceSelector"),
+            (
+                {"enabled": True, "from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]},
+                "spec.networkPolicy.from[0].podSelector.matchExpressions[0].values: values must be given with In",
+            ),
+            (
+                {"enabled": True, "from": [{"podSelector": {"matchLabels": {"a": "two words"}}}]},
+                "spec.networkPolicy.from[0].podSelector.matchLabels.a: matchLabels keys must be qualified names",
+            ),
+        ],
+    )
+    def test_bad_settings_are_refused_with_the_field_named(self, settings: dict[str, Any], expected: str) -> None:
+        from pydantic import ValidationError
+
+        from modeldeploy.api.errors import describe
+
+        with pytest.raises(ValidationError) as caught:
+            md(networkPolicy=settings)
+        assert describe(caught.value)[0].startswith(expected)
+
+
 class TestRenderRoute:
     def test_weights_split_between_stable_and_canary(self) -> None:
         model = md(
@@ -317,7 +538,7 @@ class TestRenderChildren:
     def test_first_deployment_is_deployment_and_service(self) -> None:
         model = md()
         kinds = [(o["kind"], o["metadata"]["name"]) for o in render_children(model, stable(model), None)]
-        assert kinds == [("Deployment", "iris"), ("Service", "iris")]
+        assert kinds == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
 
     def test_everything_for_an_autoscaled_gateway_canary(self) -> None:
         model = md(
@@ -335,6 +556,7 @@ class TestRenderChildren:
             ("Service", "iris"),
             ("Service", "iris-canary"),
             ("HorizontalPodAutoscaler", "iris"),
+            ("PodDisruptionBudget", "iris"),
             ("HTTPRoute", "iris"),
         ]
 

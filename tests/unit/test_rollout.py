@@ -504,6 +504,24 @@ class TestRollbackCauses:
         assert w.status["failed"]["reason"] == "CanaryNotReady"
         assert "0/1 canary pods Ready after progressDeadline 5m" in w.status["failed"]["message"]
 
+    def test_a_canary_pod_lost_late_in_a_step_gets_a_full_deadline_to_come_back(self) -> None:
+        """A drain evicts a Ready canary pod after the step has run longer than progressDeadline: the walk
+        waits for the pod again (CanaryScaling) with a fresh deadline instead of rolling back at once."""
+        rollout = {"steps": [{"weight": 50, "pause": "1h"}, {"weight": 100}], "progressDeadline": "5m"}
+        w = world(rollout=rollout)
+        w.set_spec(bento={"image": IMAGE_V2}, rollout=rollout)
+        w.settle()
+        w.settle(20 * 60)
+        assert w.status["canary"]["stepReadyAt"] is not None
+        w.ready = lambda role, rev: role == "stable"  # the canary pod evicted, its replacement not Ready yet
+        w.settle(1)
+        assert w.status["canary"]["state"] == "Progressing"
+        assert w.condition("Progressing")["reason"] == "CanaryScaling"
+        w.settle(299)
+        assert w.status["canary"]["state"] == "Progressing"
+        w.settle(2)
+        assert w.status["failed"]["reason"] == "CanaryNotReady", "a pod that never comes back still rolls back"
+
     def test_abort_annotation_for_this_canary(self) -> None:
         w = world()
         w.set_spec(bento={"image": IMAGE_V2})

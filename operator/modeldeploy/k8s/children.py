@@ -21,6 +21,8 @@ from modeldeploy.model.revision import RevisionPlan
 from modeldeploy.model.scaling import SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND
 from modeldeploy.render.autoscaler import render_autoscalers, render_scaled_objects
 from modeldeploy.render.deployment import render_deployments
+from modeldeploy.render.disruption import render_pdbs
+from modeldeploy.render.network import render_network_policies
 from modeldeploy.render.service import render_services
 from modeldeploy.routing import gateway
 
@@ -57,6 +59,8 @@ CHILD_KINDS = (
     ChildKind("apps/v1", "Deployment", "deployments", render_deployments, observe=deployment_state),
     ChildKind("v1", "Service", "services", render_services),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", render_autoscalers),
+    ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", render_pdbs),
+    ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", render_network_policies),
     ChildKind(gateway.ROUTE_API_VERSION, gateway.ROUTE_KIND, "httproutes", gateway.render_routes, optional=True),
     ChildKind(SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND, "scaledobjects", render_scaled_objects, optional=True),
 )

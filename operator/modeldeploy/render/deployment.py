@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from modeldeploy.api.v1alpha1 import BentoConfig, ModelDeployment
 from modeldeploy.api.v1alpha1.bentoml import typed_value
+from modeldeploy.api.v1alpha1.formats import quantity_value
 from modeldeploy.model.desired import Desired
 from modeldeploy.model.meta import (
     BENTO_SOURCE_ENV,
@@ -34,6 +36,7 @@ PROBE_PERIOD_SECONDS = 10
 # Long enough for the Service's endpoints to drop a terminating pod before it stops accepting requests.
 PRE_STOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 60
+SPREAD_TOPOLOGY_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -80,17 +83,65 @@ def _env(template: RevisionTemplate) -> list[dict[str, Any]]:
     return list(ours.values()) + [var.wire() for var in template.env]
 
 
+# What the writable emptyDir may hold when spec.resources.storage is unset: temporary files and metrics with an
+# image; with a tag, also the bento imported from its store.
+DEFAULT_STORAGE = {"image": "1Gi", "tag": "4Gi"}
+# A container's own ephemeral storage beyond the emptyDir: its logs (the kubelet keeps 5 x 10Mi by default) and
+# a read-only root's nothing else; its limit is its request plus this.
+LOG_ALLOWANCE = 256 * 2**20
+# The fetch-bento init container: what it asks for when the spec says nothing (bentoml import streams the
+# archive; the memory limit bounds a runaway import).
+FETCH_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
+FETCH_LIMITS = {"memory": "1Gi"}
+
+
+def quantity_text(amount: Decimal) -> str:
+    """A byte count as a quantity: in Mi when whole, else in bytes."""
+    whole = int(amount)
+    return f"{whole // 2**20}Mi" if whole % 2**20 == 0 else str(whole)
+
+
+def storage(template: RevisionTemplate) -> str:
+    """The size limit of the pod's writable emptyDir: spec.resources.storage, or the default of the bento's source."""
+    configured = template.resources.storage
+    if configured is not None:
+        return str(configured)  # never above limits.ephemeral-storage: the API refuses that
+    default = DEFAULT_STORAGE["tag" if template.bento.tag is not None else "image"]
+    limit = template.resources.limits.get("ephemeral-storage")
+    if limit is not None and quantity_value(limit) < quantity_value(default):
+        return str(limit)  # the spec's limit is smaller than the default: the volume can hold no more anyway
+    return default
+
+
 def _resources(template: RevisionTemplate) -> dict[str, Any]:
+    """The serving container's: the spec's, with ephemeral storage for its emptyDir (and logs) unless set."""
     res = template.resources
-    out: dict[str, Any] = {}
-    if res.requests:
-        out["requests"] = {k: str(v) for k, v in sorted(res.requests.items())}
-    limits = {k: str(v) for k, v in sorted(res.limits.items())}
+    requests = {k: str(v) for k, v in res.requests.items()}
+    limits = {k: str(v) for k, v in res.limits.items()}
+    requests.setdefault("ephemeral-storage", storage(template))
+    if "ephemeral-storage" not in limits:
+        floor = max(quantity_value(requests["ephemeral-storage"]), quantity_value(storage(template)))
+        limits["ephemeral-storage"] = quantity_text(floor + LOG_ALLOWANCE)
     if res.gpu is not None and res.gpu.count > 0:
         limits[res.gpu.resource_name] = str(res.gpu.count)
-    if limits:
-        out["limits"] = limits
-    return out
+    return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}
+
+
+def fetch_resources(template: RevisionTemplate, serving: dict[str, Any]) -> dict[str, Any]:
+    """The fetch-bento init container's: defaults, then the serving container's limits and ephemeral storage (so
+    a ResourceQuota or LimitRange that admits one admits both), then spec.resources.fetch key by key."""
+    served_limits = {k: v for k, v in serving["limits"].items() if k in ("cpu", "memory", "ephemeral-storage")}
+    requests = {**FETCH_REQUESTS, "ephemeral-storage": serving["requests"]["ephemeral-storage"]}
+    limits = {**FETCH_LIMITS, **served_limits}
+    override = template.resources.fetch
+    if override is not None:
+        requests.update({k: str(v) for k, v in override.requests.items()})
+        limits.update({k: str(v) for k, v in override.limits.items()})
+    for name, limit in limits.items():
+        # A default request above a limit the spec set: lowered to it, so the pod stays valid.
+        if name in requests and quantity_value(requests[name]) > quantity_value(limit):
+            requests[name] = limit
+    return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}
 
 
 def _container_security() -> dict[str, Any]:
@@ -149,7 +200,8 @@ def _probes(template: RevisionTemplate) -> dict[str, Any]:
 def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
     bento = template.bento
     mounts = [{"name": "tmp", "mountPath": TMP_DIR}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": storage(template)}}]
+    resources = _resources(template)
     container: dict[str, Any] = {"name": "bento"}
     init_containers: list[dict[str, Any]] = []
 
@@ -179,7 +231,7 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
             # message, which the operator quotes in the BentoFetchFailed condition.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": _container_security(),
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            "resources": fetch_resources(template, resources),
         }
         if bento.store.secret_ref is not None:
             fetch["envFrom"] = [{"secretRef": {"name": bento.store.secret_ref.name}}]
@@ -197,7 +249,7 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
         {
             "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
             "env": _env(template),
-            "resources": _resources(template),
+            "resources": resources,
             **_probes(template),
             "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
             "securityContext": _container_security(),
@@ -224,13 +276,16 @@ def pod_spec(md: ModelDeployment, template: RevisionTemplate) -> dict[str, Any]:
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
+        # Soft spreads, by host and by zone: a node or a zone lost takes few of the replicas, and a cluster
+        # with one node (or no zone labels) still places them all.
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
+                "topologyKey": key,
                 "whenUnsatisfiable": "ScheduleAnyway",
                 "labelSelector": {"matchLabels": selector(md)},
             }
+            for key in SPREAD_TOPOLOGY_KEYS
         ],
     }
     if init_containers:

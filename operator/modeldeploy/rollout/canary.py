@@ -170,6 +170,10 @@ class CanaryWalk:
         need = self.canary_replicas(canary.step)
         ready = self.canary_ready()
         if ready < need:
+            if canary.step_ready_at is not None:
+                # Ready in this step, then a pod lost (evicted by a drain, its node gone): its replacement gets a
+                # whole progressDeadline, counted from now, not from a step start that may be long past.
+                canary.step_started_at = self.stamp
             canary.step_ready_at = None
             deadline = (canary.step_started_at or self.stamp) + rollout.progress_deadline
             if self.now >= deadline:

@@ -2,6 +2,7 @@
 
 from modeldeploy.api.v1alpha1.env import EnvVar, EnvVarSource
 from modeldeploy.api.v1alpha1.expose import Expose
+from modeldeploy.api.v1alpha1.network import LabelSelector, NetworkPeer, NetworkPolicySettings
 from modeldeploy.api.v1alpha1.rollout import (
     Analysis,
     Baseline,
@@ -17,6 +18,7 @@ from modeldeploy.api.v1alpha1.serving import (
     Bento,
     BentoConfig,
     BentoStore,
+    FetchResources,
     LocalObjectReference,
     MetricTarget,
     Placement,
@@ -69,13 +71,17 @@ __all__ = [
     "EnvVarSource",
     "Expose",
     "FailedRevision",
+    "FetchResources",
     "GatewayParentRef",
     "GatewayRoute",
+    "LabelSelector",
     "LocalObjectReference",
     "MetricTarget",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "NetworkPeer",
+    "NetworkPolicySettings",
     "Placement",
     "PrometheusSource",
     "Resources",

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from modeldeploy.api.base import ApiModel
 from modeldeploy.api.duration import Duration, bounded
-from modeldeploy.api.rules import FieldRules, Rule
+from modeldeploy.api.rules import FieldRules, Rule, cel_string
 from modeldeploy.api.v1alpha1.bentoml import MAX_OPTIONS, MAX_VALUE_LENGTH, OPTION_RULES, SERVICE_NAME_PATTERN
 from modeldeploy.api.v1alpha1.formats import (
     DNS_SUBDOMAIN_PATTERN,
@@ -253,12 +253,59 @@ def _resource_names_rule(field: str) -> Rule:
     )
 
 
-def _over_limit(resources: Resources) -> str | None:
+def _over_limit(resources: Resources | FetchResources) -> str | None:
     for name, request in sorted(resources.requests.items()):
         limit = resources.limits.get(name)
         if limit is not None and quantity_value(request) > quantity_value(limit):
             return name
     return None
+
+
+def _request_limit_rule() -> Rule:
+    return Rule(
+        cel=(
+            "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+            "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+        ),
+        message="a request must not be more than its limit",
+        field_path=".requests",
+        locate=lambda r: f"requests.{_over_limit(r)}",
+        check=lambda r: _over_limit(r) is None,
+    )
+
+
+# The bento store and temporary files of a model server: what the emptyDir may hold at least.
+MIN_STORAGE = "64Mi"
+
+
+def _storage_at_least_minimum(resources: Resources) -> bool:
+    return resources.storage is None or quantity_value(resources.storage) >= quantity_value(MIN_STORAGE)
+
+
+def _storage_within_limit(resources: Resources) -> bool:
+    limit = resources.limits.get("ephemeral-storage")
+    return resources.storage is None or limit is None or quantity_value(resources.storage) <= quantity_value(limit)
+
+
+class FetchResources(ApiModel):
+    """Compute resources of the fetch-bento init container, key by key over what the operator derives."""
+
+    crd_rules = (
+        _resource_names_rule("requests"),
+        _resource_names_rule("limits"),
+        _request_limit_rule(),
+    )
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        max_length=len(RESOURCE_NAMES),
+        description="Requested cpu, memory or ephemeral-storage of the fetching container, for example memory: 512Mi.",
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        max_length=len(RESOURCE_NAMES),
+        description="Limits of cpu, memory or ephemeral-storage of the fetching container, for example memory: 2Gi.",
+    )
 
 
 class Resources(ApiModel):
@@ -267,29 +314,62 @@ class Resources(ApiModel):
     crd_rules = (
         _resource_names_rule("requests"),
         _resource_names_rule("limits"),
+        _request_limit_rule(),
         Rule(
             cel=(
-                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
-                "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+                "!has(self.storage) || "
+                f"quantity(string(self.storage)).compareTo(quantity({cel_string(MIN_STORAGE)})) >= 0"
             ),
-            message="a request must not be more than its limit",
-            field_path=".requests",
-            locate=lambda r: f"requests.{_over_limit(r)}",
-            check=lambda r: _over_limit(r) is None,
+            message=f"storage must be at least {MIN_STORAGE}: BentoML keeps its home and temporary files there",
+            field_path=".storage",
+            check=_storage_at_least_minimum,
+        ),
+        Rule(
+            cel=(
+                "!has(self.storage) || !has(self.limits) || !('ephemeral-storage' in self.limits) || "
+                "quantity(string(self.storage)).compareTo(quantity(string(self.limits['ephemeral-storage']))) <= 0"
+            ),
+            message="storage must not be more than limits.ephemeral-storage: the pod would be evicted before it fills",
+            field_path=".storage",
+            check=_storage_within_limit,
         ),
     )
 
     requests: dict[str, Quantity] = Field(
         default_factory=dict,
         max_length=len(RESOURCE_NAMES),
-        description="Requested cpu, memory or ephemeral-storage, for example cpu: 500m and memory: 1Gi.",
+        description=(
+            "Requested cpu, memory or ephemeral-storage, for example cpu: 500m and memory: 1Gi. "
+            "ephemeral-storage defaults to storage."
+        ),
     )
     limits: dict[str, Quantity] = Field(
         default_factory=dict,
         max_length=len(RESOURCE_NAMES),
-        description="Limits of cpu, memory or ephemeral-storage, for example memory: 2Gi. GPUs go in gpu.",
+        description=(
+            "Limits of cpu, memory or ephemeral-storage, for example memory: 2Gi. GPUs go in gpu. "
+            "ephemeral-storage defaults to its request plus 256Mi for the container's logs."
+        ),
     )
     gpu: GPU | None = Field(default=None, description="GPUs per replica.")
+    storage: Quantity | None = Field(
+        default=None,
+        description=(
+            "Disk for the bento store and temporary files of each replica: the size limit of the pod's "
+            "writable emptyDir (BENTOML_HOME, TMPDIR), and the ephemeral-storage the pods request, so they "
+            "are placed on a node with room and evicted only past it. With tag the bento is imported there: "
+            "give at least twice its archive. Defaults to 1Gi with image, 4Gi with tag; at least 64Mi."
+        ),
+    )
+    fetch: FetchResources | None = Field(
+        default=None,
+        description=(
+            "Resources of the fetch-bento init container (tag only), key by key over the defaults: requests "
+            "cpu 100m and memory 256Mi, limits memory 1Gi; the serving container's cpu and memory limits, "
+            "and its ephemeral-storage request and limit, apply to it too (a namespace's ResourceQuota or "
+            "LimitRange then admits both); a request above its limit is lowered to it."
+        ),
+    )
 
 
 # --- BentoML configuration ------------------------------------------------------

@@ -83,7 +83,13 @@ class CanaryStatus(RevisionStatus):
     )
     paused: bool = Field(default=False, description="Whether progression is held by spec.rollout.paused.")
     started_at: Timestamp | None = Field(default=None, description="When the canary started.")
-    step_started_at: Timestamp | None = Field(default=None, description="When the current step started.")
+    step_started_at: Timestamp | None = Field(
+        default=None,
+        description=(
+            "When the current step started, or when its canary pods stopped being Ready after they were "
+            "(a pod evicted by a drain, say); progressDeadline counts from here."
+        ),
+    )
     step_ready_at: Timestamp | None = Field(
         default=None, description="When the current step's canary pods were Ready; its pause counts from here."
     )

@@ -19,6 +19,7 @@ from modeldeploy.api.rules import Rule
 from modeldeploy.api.v1alpha1.env import MAX_ENV, Env
 from modeldeploy.api.v1alpha1.expose import Expose
 from modeldeploy.api.v1alpha1.formats import DNSSubdomain
+from modeldeploy.api.v1alpha1.network import NetworkPolicySettings
 from modeldeploy.api.v1alpha1.rollout import Rollout
 from modeldeploy.api.v1alpha1.serving import (
     Autoscaling,
@@ -118,6 +119,13 @@ class ModelDeploymentSpec(ApiModel):
         description=(
             "Publish the model outside the cluster through a Gateway (Gateway API): an HTTPRoute at a hostname, "
             "which becomes status.url."
+        ),
+    )
+    network_policy: NetworkPolicySettings | None = Field(
+        default=None,
+        description=(
+            "An opt-in NetworkPolicy over the model's pods: ingress to its port only from the peers named. "
+            "None unless enabled: who may call a model is the cluster's to say."
         ),
     )
     service_account_name: DNSSubdomain | None = Field(
