@@ -4,7 +4,8 @@ Names follow the Prometheus conventions (base units, `_total` counters, `_second
 the `modeldeploy_` prefix. What is recorded where:
 
 - the reconcile (`handlers/reconciler.py`): its duration, its errors by reason, the rollouts it
-  started, promoted and rolled back (from the status it wrote), the analysis measurements it judged;
+  started, promoted and rolled back (the plan's outcomes, once its status is written), the analysis
+  measurements it judged;
 - the work queue (`handlers/queue.py`): adds, depth and wait time by lane, retries;
 - the API client (`k8s/client.py`, through its `on_response` hook): requests by verb, resource and
   code, and their latency (kopf's own watches are not counted: they use their own connections);
@@ -17,8 +18,9 @@ docs/metrics.md lists every series; the dashboards under dashboards/ query them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +28,28 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from modeldeploy.api.v1alpha1 import ModelDeploymentStatus
 from modeldeploy.model.measurement import Measurement
+from modeldeploy.rollout.canary import Outcome
 
 Key = tuple[str, str]
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+# The values the per-ModelDeployment counters of a canary can take, all set to 0 when a canary starts: a
+# counter's series that first appears at 1 is invisible to increase() and rate(), so a dashboard would miss
+# the first promotion, rollback or verdict of each kind. Only ModelDeployments that canary pay for them.
+STRATEGIES = ("Canary", "Rolling")
+PROMOTED_REASONS = ("StepsComplete", "ManualPromote")
+ROLLED_BACK_REASONS = (
+    "AnalysisFailed",
+    "CanaryNotReady",
+    "CanaryFailed",
+    "NoData",
+    "ManualAbort",
+    "Superseded",
+    "SpecReverted",
+)
+VERDICTS = ("Passed", "Failed", "NoData")
+CHECKS = ("requests", "errorRate", "latencyP99")
+RESULTS = ("passed", "failed")
 
 RECONCILE_DURATION = Histogram(
     "modeldeploy_reconcile_duration_seconds",
@@ -115,36 +134,63 @@ def reconcile_failed(reason: str) -> None:
     RECONCILE_ERRORS.labels(reason).inc()
 
 
-def rollout_changes(key: Key, strategy: str, old: ModelDeploymentStatus | None, new: ModelDeploymentStatus) -> None:
-    """Count what a status write decided: a rollout started, a canary promoted or rolled back."""
-    before = old or ModelDeploymentStatus()
+def _canary_series(key: Key) -> Iterator[tuple[Counter, tuple[str, ...]]]:
     namespace, name = key
-    if new.canary is not None and (before.canary is None or before.canary.revision != new.canary.revision):
-        ROLLOUTS_STARTED.labels(namespace, name, "Canary").inc()
-    elif (
-        new.canary is None
-        and before.stable is not None
-        and new.stable is not None
-        and new.stable.revision != before.stable.revision
-        and (before.canary is None or before.canary.revision != new.stable.revision)
-    ):
-        # A new stable revision that no canary walked to: a rolling update (or the Rolling strategy).
-        ROLLOUTS_STARTED.labels(namespace, name, "Rolling" if strategy == "Canary" else strategy).inc()
-    gone = before.canary
-    if gone is None or (new.canary is not None and new.canary.revision == gone.revision):
-        return
-    if new.stable is not None and new.stable.revision == gone.revision:
-        ROLLOUTS_PROMOTED.labels(namespace, name, gone.reason or "StepsComplete").inc()
-    elif gone.state == "RollingBack" or (new.failed is not None and new.failed.revision == gone.revision):
-        ROLLOUTS_ROLLED_BACK.labels(namespace, name, gone.reason or "RolledBack").inc()
+    for strategy in STRATEGIES:
+        yield ROLLOUTS_STARTED, (namespace, name, strategy)
+    for reason in PROMOTED_REASONS:
+        yield ROLLOUTS_PROMOTED, (namespace, name, reason)
+    for reason in ROLLED_BACK_REASONS:
+        yield ROLLOUTS_ROLLED_BACK, (namespace, name, reason)
+    for verdict in VERDICTS:
+        yield ANALYSIS_MEASUREMENTS, (namespace, name, verdict)
+    for check in CHECKS:
+        for result in RESULTS:
+            yield ANALYSIS_CHECKS, (namespace, name, check, result)
+
+
+# Per ModelDeployment: the (counter, label values) it has series of, so that they go with it.
+_LABELLED: dict[Key, set[tuple[Counter, tuple[str, ...]]]] = {}
+_LABELLED_LOCK = threading.Lock()
+
+
+def _series(key: Key, counter: Counter, *labels: str) -> Counter:
+    with _LABELLED_LOCK:
+        _LABELLED.setdefault(key, set()).add((counter, labels))
+    return counter.labels(*labels)
+
+
+def forget(key: Key) -> None:
+    """The ModelDeployment is gone: its series go too."""
+    MODELDEPLOYMENTS.forget(key)
+    with _LABELLED_LOCK:
+        labelled = _LABELLED.pop(key, set())
+    for counter, labels in labelled:
+        with contextlib.suppress(KeyError):
+            counter.remove(*labels)
+
+
+def rollouts(key: Key, outcomes: Iterable[Outcome]) -> None:
+    """Count the rollout decisions of a plan whose status was written: started, promoted, rolled back."""
+    namespace, name = key
+    for outcome in outcomes:
+        if outcome.kind == "started":
+            if outcome.reason == "Canary":
+                for counter, labels in _canary_series(key):
+                    _series(key, counter, *labels)  # at 0, unless counted before
+            _series(key, ROLLOUTS_STARTED, namespace, name, outcome.reason).inc()
+        elif outcome.kind == "promoted":
+            _series(key, ROLLOUTS_PROMOTED, namespace, name, outcome.reason).inc()
+        else:
+            _series(key, ROLLOUTS_ROLLED_BACK, namespace, name, outcome.reason).inc()
 
 
 def measured(key: Key, measurement: Measurement) -> None:
     """A canary measurement the reconcile judged."""
     namespace, name = key
-    ANALYSIS_MEASUREMENTS.labels(namespace, name, measurement.verdict).inc()
+    _series(key, ANALYSIS_MEASUREMENTS, namespace, name, measurement.verdict).inc()
     for check in measurement.checks:
-        ANALYSIS_CHECKS.labels(namespace, name, check.name, "passed" if check.passed else "failed").inc()
+        _series(key, ANALYSIS_CHECKS, namespace, name, check.name, "passed" if check.passed else "failed").inc()
 
 
 # -- state collected when scraped -----------------------------------------------------------

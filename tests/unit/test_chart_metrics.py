@@ -3,9 +3,10 @@ only where the Prometheus Operator's CRDs are served."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from helm import render_chart
+from helm import CHART, render_chart
 
 SERVICE_MONITOR = "monitoring.coreos.com/v1/ServiceMonitor"
 
@@ -63,3 +64,17 @@ class TestChartMetrics:
         pod = operator_pod(docs)
         assert not any(a.startswith("--metrics-address") for a in pod["spec"]["containers"][0]["args"])
         assert "annotations" not in pod["metadata"]
+
+
+class TestChartDashboards:
+    def test_each_dashboard_is_a_config_map_for_grafanas_sidecar_holding_the_file_unchanged(self) -> None:
+        files = sorted((CHART / "dashboards").glob("*.json"))
+        maps = {m["metadata"]["name"]: m for m in kinds(render_chart("dashboards.enabled=true"))["ConfigMap"]}
+        assert sorted(maps) == [f"modeldeploy-operator-dashboard-{f.stem}" for f in files]
+        for path in files:
+            config_map = maps[f"modeldeploy-operator-dashboard-{path.stem}"]
+            assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+            assert json.loads(config_map["data"][path.name]) == json.loads(path.read_text())
+
+    def test_no_dashboards_unless_asked(self) -> None:
+        assert "ConfigMap" not in kinds(render_chart())

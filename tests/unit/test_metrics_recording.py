@@ -1,78 +1,58 @@
-"""What the operator counts from the statuses it writes (modeldeploy.metrics), read back from its registry."""
+"""What the operator counts of its rollout decisions (modeldeploy.metrics), read back from its registry."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 
 from modeldeploy import metrics
-from modeldeploy.api.v1alpha1 import ModelDeploymentStatus
-
-STABLE = {"revision": "aaa", "bento": "iris:v1"}
-CANARY = {"revision": "bbb", "bento": "iris:v2"}
+from modeldeploy.rollout.canary import Outcome
 
 
-def status(**fields: Any) -> ModelDeploymentStatus:
-    return ModelDeploymentStatus.model_validate(fields)
+def value(name: str, key: tuple[str, str], **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"namespace": key[0], "name": key[1], **labels})
 
 
-def sample(name: str, key: tuple[str, str], **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, {"namespace": key[0], "name": key[1], **labels}) or 0.0
+def fresh() -> tuple[str, str]:
+    return ("ml", f"md-{uuid.uuid4().hex[:6]}")
 
 
-class TestRolloutChanges:
-    @pytest.mark.parametrize(
-        ("old", "new", "counted"),
-        [
-            (
-                {"stable": STABLE},
-                {"stable": STABLE, "canary": CANARY},
-                ("modeldeploy_rollouts_started_total", {"strategy": "Canary"}),
-            ),
-            (
-                {"stable": STABLE, "canary": {**CANARY, "state": "Promoting", "reason": "StepsComplete"}},
-                {"stable": CANARY},
-                ("modeldeploy_rollouts_promoted_total", {"reason": "StepsComplete"}),
-            ),
-            (
-                {"stable": STABLE, "canary": {**CANARY, "state": "RollingBack", "reason": "AnalysisFailed"}},
-                {"stable": STABLE, "failed": {**CANARY, "reason": "AnalysisFailed"}},
-                ("modeldeploy_rollouts_rolled_back_total", {"reason": "AnalysisFailed"}),
-            ),
-            (
-                {"stable": STABLE},
-                {"stable": CANARY},
-                ("modeldeploy_rollouts_started_total", {"strategy": "Rolling"}),
-            ),
-        ],
-        ids=["canary-started", "promoted", "rolled-back", "rolling-update"],
-    )
-    def test_a_decision_is_counted_once_by_its_reason(
-        self, old: dict[str, Any], new: dict[str, Any], counted: tuple[str, dict[str, str]]
-    ) -> None:
-        key = ("ml", f"md-{uuid.uuid4().hex[:6]}")
-        name, labels = counted
-        metrics.rollout_changes(key, "Canary", status(**old), status(**new))
-        assert sample(name, key, **labels) == 1
-        # The same status written again (a reconcile that changed nothing) counts nothing more.
-        metrics.rollout_changes(key, "Canary", status(**new), status(**new))
-        assert sample(name, key, **labels) == 1
-        every = ("modeldeploy_rollouts_started_total", "modeldeploy_rollouts_promoted_total")
-        others = [n for n in (*every, "modeldeploy_rollouts_rolled_back_total") if n != name]
-        assert all(
-            not any(
-                s.labels.get("name") == key[1] for f in REGISTRY.collect() if f.name + "_total" == n for s in f.samples
-            )
-            for n in others
-        )
+class TestRollouts:
+    def test_each_decision_is_counted_by_its_reason(self) -> None:
+        key = fresh()
+        metrics.rollouts(key, [Outcome("started", "Canary"), Outcome("rolled_back", "ManualAbort")])
+        metrics.rollouts(key, [Outcome("started", "Canary")])
+        metrics.rollouts(key, [Outcome("promoted", "StepsComplete")])
+        assert value("modeldeploy_rollouts_started_total", key, strategy="Canary") == 2
+        assert value("modeldeploy_rollouts_rolled_back_total", key, reason="ManualAbort") == 1
+        assert value("modeldeploy_rollouts_promoted_total", key, reason="StepsComplete") == 1
 
-    def test_the_first_deploy_is_not_a_rollout(self) -> None:
-        key = ("ml", f"md-{uuid.uuid4().hex[:6]}")
-        metrics.rollout_changes(key, "Canary", None, status(stable=STABLE))
-        assert sample("modeldeploy_rollouts_started_total", key, strategy="Rolling") == 0
+    def test_a_canary_start_sets_its_outcomes_and_verdicts_to_zero_so_rate_sees_the_first(self) -> None:
+        key = fresh()
+        metrics.rollouts(key, [Outcome("started", "Canary")])
+        for reason in metrics.ROLLED_BACK_REASONS:
+            assert value("modeldeploy_rollouts_rolled_back_total", key, reason=reason) == 0
+        assert value("modeldeploy_rollouts_promoted_total", key, reason="ManualPromote") == 0
+        assert value("modeldeploy_analysis_measurements_total", key, verdict="NoData") == 0
+        assert value("modeldeploy_analysis_checks_total", key, check="errorRate", result="failed") == 0
+
+    def test_a_rolling_update_costs_no_canary_series(self) -> None:
+        key = fresh()
+        metrics.rollouts(key, [Outcome("started", "Rolling")])
+        assert value("modeldeploy_rollouts_started_total", key, strategy="Rolling") == 1
+        assert value("modeldeploy_rollouts_rolled_back_total", key, reason="ManualAbort") is None
+
+    def test_a_deleted_model_deployment_takes_its_series_along(self) -> None:
+        key, other = fresh(), fresh()
+        for k in (key, other):
+            metrics.rollouts(k, [Outcome("started", "Canary"), Outcome("promoted", "StepsComplete")])
+            metrics.MODELDEPLOYMENTS.update(k, metrics.seen({"phase": "Ready", "stable": {"revision": "r1"}}))
+        metrics.forget(key)
+        assert value("modeldeploy_rollouts_promoted_total", key, reason="StepsComplete") is None
+        assert value("modeldeploy_phase", key, phase="Ready") is None
+        assert value("modeldeploy_rollouts_promoted_total", other, reason="StepsComplete") == 1
+        assert value("modeldeploy_phase", other, phase="Ready") == 1
 
 
 class TestSeen:

@@ -62,6 +62,7 @@ class World:
     events: list[tuple[str, str]] = field(default_factory=list)
     last: Plan | None = None
     measured: list[str] = field(default_factory=list)
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def md(self) -> ModelDeployment:
@@ -92,6 +93,7 @@ class World:
         # The status goes through JSON, as it does through the API server.
         self.body["status"] = json.loads(json.dumps(result.status.wire()))
         self.events += [(e.reason, e.message) for e in result.events]
+        self.outcomes += [tuple(o) for o in result.outcomes]
         self._run_deployments(result)
         self.last = result
         return result
@@ -513,6 +515,8 @@ class TestRollbackCauses:
         w.settle(times=2)
         assert w.status["failed"]["reason"] == "ManualAbort"
         assert "ManualAbort" in w.reasons()
+        # What the operator counts: decided and ended in one reconcile, still with the reason it had.
+        assert w.outcomes == [("started", "Canary"), ("rolled_back", "ManualAbort")]
 
 
 class TestManualControl:
@@ -527,6 +531,7 @@ class TestManualControl:
         assert "canary" not in w.status
         assert w.status["stable"]["bento"] == "iris_classifier:v2"
         assert "ManualPromote" in w.reasons()
+        assert w.outcomes == [("started", "Canary"), ("promoted", "ManualPromote")]
 
     def test_pause_holds_and_resume_continues(self) -> None:
         steps = [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]

@@ -121,7 +121,7 @@ async def modeldeployment_event(
     runtime: Runtime = memo["runtime"]
     key = (namespace or "", name)
     if event.get("type") == "DELETED":
-        metrics.MODELDEPLOYMENTS.forget(key)
+        metrics.forget(key)
         runtime.queue.forget(key)
         runtime.seen.pop(key, None)
         runtime.settings.reconciler.forget(*key)

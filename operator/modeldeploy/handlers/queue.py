@@ -72,6 +72,9 @@ class WorkQueue(Generic[K]):
         self._tasks: list[asyncio.Task[None]] = []
         self.reconciles = 0
         self.errors = 0
+        for lane in Lane:  # every lane's series from the start, so that rate() sees the first add
+            metrics.QUEUE_ADDS.labels(lane.name.lower())
+            metrics.QUEUE_WAIT.labels(lane.name.lower())
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._workers)]

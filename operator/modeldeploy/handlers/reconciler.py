@@ -158,7 +158,7 @@ class Reconciler:
         written = self._write_status(body, recorded)
         if written is None:
             return CONFLICT_RETRY
-        metrics.rollout_changes(key, md.spec.rollout.strategy, md.status, recorded)
+        metrics.rollouts(key, result.outcomes)
         status = result.status
         again = result.requeue_after
         if not result.leave_children:
