@@ -10,7 +10,7 @@ import pytest
 
 from modeldeploy.api.v1alpha1 import Rollout
 from modeldeploy.k8s.access import namespaced_grants
-from modeldeploy.k8s.children import CHILD_KINDS, WATCHED, render_children
+from modeldeploy.k8s.children import CHILD_KINDS, IF_SERVED, WATCHED, render_children
 from modeldeploy.k8s.client import PLURALS, resource_path
 from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.routing import ROUTERS
@@ -22,7 +22,7 @@ Triple = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 
 def everything() -> list[dict[str, Any]]:
-    """Every kind of child at once: an autoscaled canary behind an HTTPRoute."""
+    """Every kind of child at once: an autoscaled canary behind an HTTPRoute, in a cluster serving PodMonitors."""
     model = md(
         autoscaling={"maxReplicas": 4},
         resources={"requests": {"cpu": "1"}},
@@ -30,7 +30,8 @@ def everything() -> list[dict[str, Any]]:
     )
     template = template_of(model.spec)
     stable = RevisionPlan("stable", template.revision, template, None)
-    return render_children(model, stable, RevisionPlan("canary", template.revision, template, 1), route_weight=10)
+    canary = RevisionPlan("canary", template.revision, template, 1)
+    return render_children(model, stable, canary, route_weight=10, served=frozenset(k.kind for k in IF_SERVED))
 
 
 class TestTable:

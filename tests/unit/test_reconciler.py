@@ -23,9 +23,17 @@ class TestReconcile:
         client = FakeClient(md_body())
         reconcile(client)
         verbs = [call[0] for call in client.calls if call[0] in ("status", "apply", "create")]
-        assert verbs == ["status", "create", "create"]
-        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris")]
+        assert verbs == ["status", "create", "create", "create"]
+        # The fake serves every optional kind: the PodMonitor is created too.
+        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris"), ("PodMonitor", "iris")]
         assert ("Normal", "Deploying") in [(t, r) for t, r, _ in client.events]
+
+    def test_no_pod_monitor_and_nothing_wrong_where_the_prometheus_operator_is_not_installed(self) -> None:
+        client = FakeClient(md_body(), served=False)
+        reconcile(client)
+        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris")]
+        degraded = condition(client, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
 
     def test_an_invalid_spec_is_failed_with_the_field_named_and_nothing_is_applied(self) -> None:
         client = FakeClient(md_body(replicas=-1))

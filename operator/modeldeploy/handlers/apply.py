@@ -26,6 +26,7 @@ from modeldeploy.handlers.observe import Children, Observer, owned
 from modeldeploy.k8s.children import (
     APPLIED_ANNOTATION,
     BY_KIND,
+    IF_SERVED,
     OPTIONAL,
     Child,
     ChildKind,
@@ -74,7 +75,11 @@ class Applier:
         mine = {ref: child for ref, child in indexed.items() if owned(child, md)}
         known = self._uids.setdefault(key, {})
         known.update({ref: child.uid for ref, child in mine.items()})
-        desired = render_children(md, result.stable, result.canary, route_weight=result.route_weight, unserved=unserved)
+        # Optional kinds nothing needs (a PodMonitor) are written where the cluster serves them, and only there.
+        served = frozenset(kind.kind for kind in IF_SERVED if self.observer.served(kind.kind))
+        desired = render_children(
+            md, result.stable, result.canary, route_weight=result.route_weight, unserved=unserved, served=served
+        )
         stable_child = mine.get(("Deployment", child_name(md, "stable")))
         if md.spec.autoscaling is not None and stable_child is not None and stable_child.state is not None:
             self._hand_replicas_to_autoscaler(md, stable_child)
