@@ -24,9 +24,13 @@ def monitoring_crds(chart: Cluster) -> Iterator[Cluster]:
         what="PodMonitor to be served",
     )
     yield chart
-    # The other tests' cluster has no Prometheus Operator: the chart without its ServiceMonitor, the CRDs gone.
-    chart.kubectl("delete", "-f", str(prometheus_operator_crds_dir()), "--wait=false", check=False)
-    chart.helm("upgrade", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE, "--reuse-values", check=False)
+    # The other tests' cluster has no Prometheus Operator: the chart without its ServiceMonitor, then the CRDs
+    # gone. In this order: helm cannot upgrade a release whose last manifest holds a kind no longer served.
+    chart.helm(
+        "upgrade", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE, "--reuse-values",
+        "--set", "metrics.serviceMonitor.enabled=false",
+    )  # fmt: skip
+    chart.kubectl("delete", "-f", str(prometheus_operator_crds_dir()))
 
 
 def pod_monitor(cluster: Cluster, namespace: str, name: str = "iris") -> dict[str, Any] | None:
