@@ -37,6 +37,7 @@ from localcluster.kit import (
     Operator,
     wait_for,
 )
+from localcluster.realstack import free_port
 
 # Not .cluster/: `make up` runs an operator there, and two operators must never share objects.
 TEST_CLUSTER_DIR = Path(os.environ.get("MODELDEPLOY_TEST_CLUSTER_DIR") or ROOT / ".cluster-test")
@@ -129,7 +130,18 @@ def operator(chart: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     kubeconfig = chart.token_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, work / "kubeconfig")
     logs = TEST_CLUSTER_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    process = Operator(kubeconfig, logs / "operator-tests.log", "--workers", "4", "--resync-seconds", "20")
+    # Its /metrics on loopback, for the tests that scrape it with a real Prometheus.
+    metrics = f"127.0.0.1:{free_port()}"
+    process = Operator(
+        kubeconfig,
+        logs / "operator-tests.log",
+        "--workers",
+        "4",
+        "--resync-seconds",
+        "20",
+        "--metrics-address",
+        metrics,
+    )
     process.log.unlink(missing_ok=True)
     process.start()
     yield process

@@ -46,7 +46,7 @@ export CGO_ENABLED=0
 # touching the user's own Go build cache (see cleanup at the end of main).
 export GOCACHE="$CACHE/go-build"
 
-ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api containerd runc crictl registry coredns minio prometheus traefik keda metrics-server kube-score kstatus)
+ALL_COMPONENTS=(kubernetes etcd kwok helm gateway-api prometheus-operator-crds containerd runc crictl registry coredns minio prometheus traefik keda metrics-server kube-score kstatus)
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -461,6 +461,33 @@ EOF
     log "gateway-api $v: $(find "$dest" -name '*.yaml' | wc -l) files in $dest"
 }
 
+prometheus_operator_crds_dir() { echo "$CACHE/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/crds"; }
+
+# The Prometheus Operator's PodMonitor and ServiceMonitor CRDs, taken out of its module zip like the
+# Gateway API's (nothing is built).
+build_prometheus_operator_crds() {
+    local v="$PROMETHEUS_OPERATOR_VERSION" dest zip
+    dest="$(prometheus_operator_crds_dir)"
+    if compgen -G "$dest/*.yaml" >/dev/null; then log "prometheus-operator $v CRDs: cached"; return; fi
+    log "prometheus-operator $v: extracting its PodMonitor and ServiceMonitor CRDs from the module zip"
+    zip="$(mod_field "github.com/prometheus-operator/prometheus-operator@$v" Zip)"
+    [[ -s "$zip" ]] || die "cannot download github.com/prometheus-operator/prometheus-operator@$v from the module proxy"
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    python3 - "$zip" "github.com/prometheus-operator/prometheus-operator@$v/example/prometheus-operator-crd/" "$dest.tmp" <<'EOF2'
+import sys
+import zipfile
+from pathlib import Path
+
+archive, prefix, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+with zipfile.ZipFile(archive) as zf:
+    for kind in ("podmonitors", "servicemonitors"):
+        name = f"{prefix}monitoring.coreos.com_{kind}.yaml"
+        (dest / Path(name).name).write_bytes(zf.read(name))
+EOF2
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    log "prometheus-operator $v: $(find "$dest" -name '*.yaml' | wc -l) CRDs in $dest"
+}
+
 list() {
     local name
     for name in "${KUBE_BINARIES[@]}"; do echo "$BIN/$name-$KUBERNETES_VERSION"; done
@@ -469,6 +496,7 @@ list() {
     kwok_stages_dir
     echo "$BIN/helm-$HELM_VERSION"
     gateway_api_dir
+    prometheus_operator_crds_dir
     for name in containerd containerd-shim-runc-v2 ctr; do echo "$BIN/$name-$CONTAINERD_VERSION"; done
     echo "$BIN/runc-$RUNC_VERSION"
     echo "$BIN/crictl-$CRI_TOOLS_VERSION"
@@ -494,7 +522,7 @@ main() {
     for arg in "$@"; do
         case "$arg" in
             --gateway-api-crds) print_crds=1; components+=(gateway-api) ;;
-            kubernetes|etcd|kwok|helm|gateway-api|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server|kube-score|kstatus) components+=("$arg") ;;
+            kubernetes|etcd|kwok|helm|gateway-api|prometheus-operator-crds|containerd|runc|crictl|registry|coredns|minio|prometheus|traefik|keda|metrics-server|kube-score|kstatus) components+=("$arg") ;;
             all) components+=("${ALL_COMPONENTS[@]}") ;;
             *) die "unknown component '$arg' (${ALL_COMPONENTS[*]}, all)" ;;
         esac
@@ -518,6 +546,7 @@ main() {
             kwok) build_kwok ;;
             helm) build_helm ;;
             gateway-api) build_gateway_api ;;
+            prometheus-operator-crds) build_prometheus_operator_crds ;;
             containerd) build_containerd ;;
             runc) build_runc ;;
             crictl) build_crictl ;;

@@ -127,6 +127,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf logs every handler call of every watched object; the reconciler says what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.metrics_address:
+        from modeldeploy import metrics
+
+        try:
+            host, port = metrics.serve(args.metrics_address)
+        except (ValueError, OSError) as err:
+            print(f"error: --metrics-address {args.metrics_address}: {err}", file=sys.stderr)
+            return EXIT_INVALID
+        logging.getLogger("modeldeploy").info("metrics on http://%s:%d/metrics", host, port)
     client = Client.from_environment(pool_size=args.workers * 2)
     reconciler = Reconciler(client=client, config=config, measurements=Measurements(measure_canary_async))
     settings = Settings(reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds))
@@ -222,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--liveness", default=os.environ.get("MODELDEPLOY_LIVENESS") or None, help="e.g. http://0.0.0.0:8080/healthz"
+    )
+    run.add_argument(
+        "--metrics-address",
+        default=os.environ.get("MODELDEPLOY_METRICS_ADDRESS") or None,
+        metavar="HOST:PORT",
+        help="serve the operator's Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:8081); off when absent",
     )
     run.add_argument("--resync-seconds", type=float, default=300.0, help="period of the full resync backstop")
     run.add_argument(

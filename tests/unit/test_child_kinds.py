@@ -10,7 +10,7 @@ import pytest
 
 from modeldeploy.api.v1alpha1 import Rollout
 from modeldeploy.k8s.access import namespaced_grants
-from modeldeploy.k8s.children import CHILD_KINDS, WATCHED, render_children
+from modeldeploy.k8s.children import CHILD_KINDS, IF_SERVED, WATCHED, render_children
 from modeldeploy.k8s.client import PLURALS, resource_path
 from modeldeploy.model.revision import RevisionPlan, template_of
 from modeldeploy.routing import ROUTERS
@@ -38,7 +38,8 @@ def renders() -> list[list[dict[str, Any]]]:
         template = template_of(model.spec)
         stable = RevisionPlan("stable", template.revision, template, None)
         canary = RevisionPlan("canary", template.revision, template, 1)
-        out.append(render_children(model, stable, canary, route_weight=10))
+        served = frozenset(k.kind for k in IF_SERVED)  # in a cluster serving PodMonitors
+        out.append(render_children(model, stable, canary, route_weight=10, served=served))
     return out
 
 

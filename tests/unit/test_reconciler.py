@@ -23,9 +23,22 @@ class TestReconcile:
         client = FakeClient(md_body())
         reconcile(client)
         verbs = [call[0] for call in client.calls if call[0] in ("status", "apply", "create")]
-        assert verbs == ["status", "create", "create", "create"]
-        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
+        assert verbs == ["status", "create", "create", "create", "create"]
+        # The fake serves every optional kind: the PodMonitor is created too.
+        assert client.kinds("create") == [
+            ("Deployment", "iris"),
+            ("Service", "iris"),
+            ("PodDisruptionBudget", "iris"),
+            ("PodMonitor", "iris"),
+        ]
         assert ("Normal", "Deploying") in [(t, r) for t, r, _ in client.events]
+
+    def test_no_pod_monitor_and_nothing_wrong_where_the_prometheus_operator_is_not_installed(self) -> None:
+        client = FakeClient(md_body(), served=False)
+        reconcile(client)
+        assert client.kinds("create") == [("Deployment", "iris"), ("Service", "iris"), ("PodDisruptionBudget", "iris")]
+        degraded = condition(client, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
 
     def test_an_invalid_spec_is_failed_with_the_field_named_and_nothing_is_applied(self) -> None:
         client = FakeClient(md_body(replicas=-1))
@@ -118,6 +131,11 @@ class TestOptionalKinds:
         client = FakeClient(md_body(rollout=GATEWAY))
         reconciler = reconcile(client)
         client.rejected["HTTPRoute"] = ApiError(404, "NotFound", "the server could not find the requested resource")
+        # An unchanged route is not written again (until the periodic full apply): change it.
+        body = client.md
+        body["spec"]["rollout"]["gateway"]["hostnames"] = ["iris.example.com"]
+        body["metadata"]["generation"] = body["metadata"].get("generation", 1) + 1
+        client.add(body)
         with pytest.raises(ApiError):
             reconciler._reconcile("ml", "iris", client.indexed(), client.md)
         client.served = False

@@ -569,3 +569,26 @@ class TestRenderChildren:
         model = md()
         text = yaml.safe_dump_all(render_children(model, stable(model), None))
         assert "!!python" not in text
+
+
+class TestRenderPodMonitor:
+    def test_it_scrapes_every_revision_of_the_model_labelled_as_the_analysis_and_dashboards_select(self) -> None:
+        model = md()
+        plan = stable(model)
+        rendered = render_children(model, plan, None, served=frozenset({"PodMonitor"}))
+        [monitor] = [o for o in rendered if o["kind"] == "PodMonitor"]
+        [deployment] = render_children(model, plan, None)[:1]
+        pod = deployment["spec"]["template"]
+        assert monitor["kind"] == "PodMonitor" and monitor["metadata"]["name"] == "iris"
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] in [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+        assert endpoint["path"] == pod["metadata"]["annotations"]["prometheus.io/path"]
+        assert {(r["sourceLabels"][0], r["targetLabel"]) for r in endpoint["relabelings"]} == {
+            ("__meta_kubernetes_pod_label_modeldeploy_dev_revision", "modeldeploy_dev_revision"),
+            ("__meta_kubernetes_pod_label_modeldeploy_dev_name", "modeldeploy_dev_name"),
+        }
+
+    def test_not_rendered_unless_the_cluster_serves_it(self) -> None:
+        model = md()
+        assert "PodMonitor" not in [o["kind"] for o in render_children(model, stable(model), None)]

@@ -64,6 +64,7 @@ class World:
     events: list[tuple[str, str]] = field(default_factory=list)
     last: Plan | None = None
     measured: list[str] = field(default_factory=list)
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def md(self) -> ModelDeployment:
@@ -94,6 +95,7 @@ class World:
         # The status goes through JSON, as it does through the API server.
         self.body["status"] = json.loads(json.dumps(result.status.wire()))
         self.events += [(e.reason, e.message) for e in result.events]
+        self.outcomes += [tuple(o) for o in result.outcomes]
         self._run_deployments(result)
         self.last = result
         return result
@@ -533,6 +535,8 @@ class TestRollbackCauses:
         w.settle(times=2)
         assert w.status["failed"]["reason"] == "ManualAbort"
         assert "ManualAbort" in w.reasons()
+        # What the operator counts: decided and ended in one reconcile, still with the reason it had.
+        assert w.outcomes == [("started", "Canary"), ("rolled_back", "ManualAbort")]
 
 
 class TestManualControl:
@@ -547,6 +551,7 @@ class TestManualControl:
         assert "canary" not in w.status
         assert w.status["stable"]["bento"] == "iris_classifier:v2"
         assert "ManualPromote" in w.reasons()
+        assert w.outcomes == [("started", "Canary"), ("promoted", "ManualPromote")]
 
     def test_pause_holds_and_resume_continues(self) -> None:
         steps = [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]
@@ -655,3 +660,55 @@ def test_replicas_routing_approximates_weight_and_keeps_capacity(
     assert result.canary is not None and result.canary.replicas == canary
     assert result.stable is not None and result.stable.replicas == stable
     assert canary + stable == replicas
+
+
+class TestKstatusConditions:
+    """Reconciling while the operator works towards Ready, Stalled when only a person can move it; never both,
+    neither when Ready (docs/gitops.md)."""
+
+    @staticmethod
+    def flags(w: World) -> tuple[str, str, str, str]:
+        reconciling, stalled = w.condition("Reconciling"), w.condition("Stalled")
+        return reconciling["status"], reconciling["reason"], stalled["status"], stalled["reason"]
+
+    def test_ready_is_neither(self) -> None:
+        assert self.flags(world()) == ("False", "Reconciled", "False", "NotStalled")
+
+    def test_a_canary_at_its_step_is_reconciling_with_readys_reason(self) -> None:
+        w = world(rollout={"steps": [{"weight": 50, "pause": "1h"}]})
+        w.set_spec(bento={"image": IMAGE_V2}, rollout={"steps": [{"weight": 50, "pause": "1h"}]})
+        w.settle()
+        assert self.flags(w) == ("True", w.condition("Ready")["reason"], "False", "NotStalled")
+        assert w.condition("Reconciling")["message"] == w.condition("Ready")["message"]
+
+    def test_a_missing_reference_is_degraded_but_waited_for(self) -> None:
+        w = World(body=md_body(), missing=("ConfigMap ml/c (named in spec.env[0]) does not exist",))
+        w.settle()
+        assert w.condition("Degraded")["status"] == "True"
+        assert self.flags(w) == ("True", "MissingReference", "False", "NotStalled")
+
+    def test_a_rolled_back_revision_is_stalled_until_the_spec_changes(self) -> None:
+        w = world()
+        w.set_spec(bento={"image": IMAGE_V2})
+        w.settle()
+        w.annotate("modeldeploy.dev/abort", w.status["canary"]["revision"])
+        w.settle()
+        assert self.flags(w) == ("False", "Stalled", "True", "RolledBack")
+        assert w.condition("Stalled")["message"].startswith(f"revision {w.status['failed']['revision']}")
+        # Replicas are not the revision: the rolled-back one is still asked for.
+        w.set_spec(bento={"image": IMAGE_V2}, replicas=3)
+        w.settle()
+        assert w.condition("Stalled")["reason"] == "RolledBack"
+        w.set_spec(bento={"image": IMAGE_V2.replace(":v2", ":v3")})
+        w.settle()
+        assert self.flags(w)[:3] == ("True", w.condition("Ready")["reason"], "False")
+
+    def test_a_spec_the_operator_cannot_use_is_stalled(self) -> None:
+        from modeldeploy.api.v1alpha1 import ModelDeploymentStatus
+        from modeldeploy.rollout.conditions import invalid_spec
+
+        status = invalid_spec(ModelDeploymentStatus(), 3, ["spec.bento.runtimeImage: required with tag"], T0)
+        by_type = {c.type: c for c in status.conditions}
+        assert (by_type["Stalled"].status, by_type["Stalled"].reason) == ("True", "InvalidSpec")
+        assert (by_type["Reconciling"].status, by_type["Reconciling"].reason) == ("False", "Stalled")
+        assert by_type["Stalled"].observed_generation == 3

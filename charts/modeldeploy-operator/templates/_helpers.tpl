@@ -64,6 +64,10 @@ tests/unit/test_child_kinds.py fails when the two disagree. */}}
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "create", "patch", "delete"]
+# PodMonitors likewise, where the Prometheus Operator's CRDs are installed.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "patch", "delete"]
 # Why pods of a ModelDeployment are not Ready (listed by label, only then).
 - apiGroups: [""]
   resources: ["pods"]

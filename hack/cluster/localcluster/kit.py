@@ -155,6 +155,17 @@ class Operator:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def metrics_address(self) -> str | None:
+        """HOST:PORT of its /metrics, when started with --metrics-address."""
+        args = list(self.args)
+        for i, arg in enumerate(args):
+            if arg == "--metrics-address" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--metrics-address="):
+                return arg.partition("=")[2]
+        return None
+
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as when a node dies."""
         if self.process is not None and self.alive:

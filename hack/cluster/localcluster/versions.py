@@ -128,6 +128,24 @@ def install_gateway_api_crds(kubeconfig: Path | str, kubectl: Path | str | None 
         run([*base, "wait", "--for=condition=Established", "--timeout=60s", *names])
 
 
+def prometheus_operator_crds_dir() -> Path:
+    """Directory of the Prometheus Operator's PodMonitor and ServiceMonitor CRDs (pinned version)."""
+    path = cache_dir() / "prometheus-operator" / load_versions()["PROMETHEUS_OPERATOR_VERSION"] / "crds"
+    if not any(path.glob("*.yaml")):
+        run_build("prometheus-operator-crds")
+    return path
+
+
+def install_prometheus_operator_crds(kubeconfig: Path | str, kubectl: Path | str | None = None) -> None:
+    """Apply the PodMonitor and ServiceMonitor CRDs to a cluster and wait until established (no Prometheus
+    Operator runs: what a cluster with it serves, for the objects the operator and the chart render)."""
+    kubectl_bin = str(kubectl or ensure_binaries()["kubectl"])
+    base = [kubectl_bin, "--kubeconfig", str(kubeconfig)]
+    crds = prometheus_operator_crds_dir()
+    applied = run([*base, "apply", "--server-side", "--force-conflicts", "-o", "name", "-f", str(crds)])
+    run([*base, "wait", "--for=condition=Established", "--timeout=60s", *applied.split()])
+
+
 def kstatus_binary() -> Path:
     """hack/kstatus built (cached under a digest of its sources): how kstatus reads an object."""
     run_build("kstatus")

@@ -26,6 +26,7 @@ from modeldeploy.handlers.observe import Children, Observer, owned
 from modeldeploy.k8s.children import (
     APPLIED_ANNOTATION,
     BY_KIND,
+    IF_SERVED,
     OPTIONAL,
     Child,
     ChildKind,
@@ -62,11 +63,15 @@ class Applier:
     _generations: dict[Key, dict[Ref, int | None]] = field(default_factory=dict)
     # The uids of the children the operator knows it controls: from the index, or created by this process.
     _uids: dict[Key, dict[Ref, str]] = field(default_factory=dict)
+    # What the operator last wrote of each optional child (those kinds are not watched, so there is no
+    # cached copy to compare with): an unchanged one is written again only by the periodic full apply.
+    _optional_applied: dict[Key, dict[Ref, str]] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self._full_apply.pop(key, None)
         self._generations.pop(key, None)
         self._uids.pop(key, None)
+        self._optional_applied.pop(key, None)
 
     def apply(self, md: ModelDeployment, result: Plan, indexed: Children, unserved: frozenset[str]) -> list[Problem]:
         """Apply what the plan wants, remove what it no longer wants; the problems of children not written."""
@@ -74,7 +79,11 @@ class Applier:
         mine = {ref: child for ref, child in indexed.items() if owned(child, md)}
         known = self._uids.setdefault(key, {})
         known.update({ref: child.uid for ref, child in mine.items()})
-        desired = render_children(md, result.stable, result.canary, route_weight=result.route_weight, unserved=unserved)
+        # Optional kinds nothing needs (a PodMonitor) are written where the cluster serves them, and only there.
+        served = frozenset(kind.kind for kind in IF_SERVED if self.observer.served(kind.kind))
+        desired = render_children(
+            md, result.stable, result.canary, route_weight=result.route_weight, unserved=unserved, served=served
+        )
         stable_child = mine.get(("Deployment", child_name(md, "stable")))
         if md.spec.autoscaling is not None and stable_child is not None and stable_child.state is not None:
             self._hand_replicas_to_autoscaler(md, stable_child)
@@ -124,6 +133,9 @@ class Applier:
             and child.generation == generations.get(ref, child.generation)
         ):
             return None  # applied already, and nobody changed it since
+        optional_applied = self._optional_applied.setdefault((md.namespace, md.name), {})
+        if kind.optional and not full and optional_applied.get(ref) == applied_digest:
+            return None  # written by this process already, unchanged since
         try:
             written = self._write(md, kind, obj, known)
         except ApiError as err:
@@ -138,6 +150,8 @@ class Applier:
         if isinstance(written, Child):
             return name_conflict(obj, written)
         generations[ref] = written.get("metadata", {}).get("generation")
+        if kind.optional:
+            optional_applied[ref] = applied_digest
         return None
 
     def _write(
@@ -190,6 +204,7 @@ class Applier:
             if self.client.delete(ObjectRef(optional.api_version, optional.kind, md.namespace, name), uid=child.uid):
                 log.info("%s/%s: removed %s %s", md.namespace, md.name, optional.kind, name)
             known.pop((optional.kind, name), None)
+            self._optional_applied.get((md.namespace, md.name), {}).pop((optional.kind, name), None)
 
     def _hand_replicas_to_autoscaler(self, md: ModelDeployment, stable: Child) -> None:
         """Stop owning spec.replicas without resetting it.

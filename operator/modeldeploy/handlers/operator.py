@@ -28,6 +28,7 @@ from typing import Any
 
 import kopf
 
+from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.handlers.queue import Lane, WorkQueue, executor
 from modeldeploy.handlers.reconciler import Reconciler
@@ -120,10 +121,12 @@ async def modeldeployment_event(
     runtime: Runtime = memo["runtime"]
     key = (namespace or "", name)
     if event.get("type") == "DELETED":
+        metrics.forget(key)
         runtime.queue.forget(key)
         runtime.seen.pop(key, None)
         runtime.settings.reconciler.forget(*key)
         return
+    metrics.MODELDEPLOYMENTS.update(key, metrics.seen(body.get("status")))
     handled = fingerprint(body)
     if runtime.seen.get(key) == handled:
         return  # only status changed, most likely by our own write
@@ -168,6 +171,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children, expand(snapshot))
 
     queue: WorkQueue[Key] = WorkQueue(reconcile, workers=ours.workers)
+    metrics.MODELDEPLOYMENTS.queue_depth = queue.depth
+    ours.reconciler.client.on_response = metrics.api_response
     # A measurement taken off the workers wakes its ModelDeployment (from the measuring thread).
     ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(queue.add, key)
     runtime = Runtime(settings=ours, queue=queue, indices=indices)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from enum import IntEnum
 from typing import Generic, TypeVar
+
+from modeldeploy import metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ class WorkQueue(Generic[K]):
         self._lanes: tuple[deque[K], ...] = tuple(deque() for _ in Lane)
         # key -> the lane it waits in; a key moved to a better lane leaves a stale entry behind, skipped.
         self._queued: dict[K, Lane] = {}
+        # key -> when it was first queued (a move to a better lane keeps it): the wait a worker ends.
+        self._since: dict[K, float] = {}
         self._wakeup = asyncio.Event()
         self._active: set[K] = set()
         self._again: dict[K, Lane] = {}
@@ -67,6 +72,9 @@ class WorkQueue(Generic[K]):
         self._tasks: list[asyncio.Task[None]] = []
         self.reconciles = 0
         self.errors = 0
+        for lane in Lane:  # every lane's series from the start, so that rate() sees the first add
+            metrics.QUEUE_ADDS.labels(lane.name.lower())
+            metrics.QUEUE_WAIT.labels(lane.name.lower())
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self._workers)]
@@ -87,12 +95,21 @@ class WorkQueue(Generic[K]):
         if waiting is not None and waiting <= lane:
             return
         self._queued[key] = lane
+        self._since.setdefault(key, time.monotonic())
         self._lanes[lane].append(key)
+        metrics.QUEUE_ADDS.labels(lane.name.lower()).inc()
         self._wakeup.set()
 
     def __len__(self) -> int:
         """Keys waiting to be reconciled."""
         return len(self._queued)
+
+    def depth(self) -> dict[str, int]:
+        """Keys waiting, by lane (every lane, empty ones too)."""
+        counts = dict.fromkeys((lane.name.lower() for lane in Lane), 0)
+        for lane in self._queued.values():
+            counts[lane.name.lower()] += 1
+        return counts
 
     def _pop(self) -> K | None:
         for lane, keys in zip(Lane, self._lanes, strict=True):
@@ -100,6 +117,9 @@ class WorkQueue(Generic[K]):
                 key = keys.popleft()
                 if self._queued.get(key) == lane:
                     del self._queued[key]
+                    since = self._since.pop(key, None)
+                    if since is not None:
+                        metrics.QUEUE_WAIT.labels(lane.name.lower()).observe(time.monotonic() - since)
                     return key
         return None
 
@@ -139,6 +159,7 @@ class WorkQueue(Generic[K]):
                 raise
             except Exception:
                 self.errors += 1
+                metrics.QUEUE_RETRIES.inc()
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX) * random.uniform(0.8, 1.2)

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modeldeploy import metrics
 from modeldeploy.analysis.runner import Measurements
 from modeldeploy.api.errors import describe
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, ModelDeploymentStatus
@@ -79,15 +80,19 @@ class Reconciler:
         """Reconcile one ModelDeployment; `cached` is its body from the watch cache (read fresh when None)."""
         key = (namespace, name)
         try:
-            again = self._reconcile(namespace, name, children, cached)
+            with metrics.RECONCILE_DURATION.time():
+                again = self._reconcile(namespace, name, children, cached)
         except ApiError as err:
             if err.not_found or err.namespace_terminating:
                 log.debug("%s/%s went away during its reconcile: %s", namespace, name, err)
                 return None  # deleted meanwhile: the garbage collector takes the children
+            metrics.reconcile_failed(err.reason or str(err.status))
             return self._failed(key, cached, err)
         except OSError as err:
+            metrics.reconcile_failed(type(err).__name__)
             return self._failed(key, cached, err)
         except Exception as err:
+            metrics.reconcile_failed(type(err).__name__)
             self._failed(key, cached, err)
             raise  # a cause nobody planned for: the work queue logs it whole and backs off
         self._failures.pop(key, None)
@@ -142,6 +147,7 @@ class Reconciler:
         if revision is not None and self.measurements is not None:
             measured = self.measurements.take(key, md, revision)
             if measured is not None:
+                metrics.measured(key, measured)
                 observed = replace(observed, measurement=measured)
         result = plan(md, observed, self.config)
 
@@ -152,6 +158,7 @@ class Reconciler:
         written = self._write_status(body, recorded)
         if written is None:
             return CONFLICT_RETRY
+        metrics.rollouts(key, result.outcomes)
         status = result.status
         again = result.requeue_after
         if not result.leave_children:

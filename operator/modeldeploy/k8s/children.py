@@ -19,6 +19,7 @@ from modeldeploy.model.desired import Desired
 from modeldeploy.model.observed import DeploymentState
 from modeldeploy.model.revision import RevisionPlan
 from modeldeploy.model.scaling import SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND
+from modeldeploy.render import podmonitor
 from modeldeploy.render.autoscaler import render_autoscalers, render_scaled_objects
 from modeldeploy.render.deployment import render_deployments
 from modeldeploy.render.disruption import render_pdbs
@@ -43,6 +44,9 @@ class ChildKind:
     optional: bool = False
     # What a reconcile reads of its objects beyond their existence.
     observe: Observer | None = None
+    # An optional kind nothing needs: where the cluster does not serve it, it is left out and nothing is
+    # said (a PodMonitor where no Prometheus Operator runs), instead of Degraded ChildKindNotServed.
+    if_served: bool = False
 
     @property
     def group(self) -> str:
@@ -63,10 +67,19 @@ CHILD_KINDS = (
     ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", render_network_policies),
     ChildKind(gateway.ROUTE_API_VERSION, gateway.ROUTE_KIND, "httproutes", gateway.render_routes, optional=True),
     ChildKind(SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND, "scaledobjects", render_scaled_objects, optional=True),
+    ChildKind(
+        podmonitor.API_VERSION,
+        podmonitor.KIND,
+        "podmonitors",
+        podmonitor.render_pod_monitors,
+        optional=True,
+        if_served=True,
+    ),
 )
 BY_KIND = {child.kind: child for child in CHILD_KINDS}
 WATCHED = tuple(child for child in CHILD_KINDS if not child.optional)
 OPTIONAL = tuple(child for child in CHILD_KINDS if child.optional)
+IF_SERVED = tuple(child for child in CHILD_KINDS if child.if_served)
 
 
 def render_children(
@@ -76,12 +89,21 @@ def render_children(
     *,
     route_weight: int = 0,
     unserved: frozenset[str] = frozenset(),
+    served: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Every child a plan wants, in the order they are applied; none of a kind the cluster does not serve."""
+    """Every child a plan wants, in the order they are applied; none of a kind the cluster does not serve.
+
+    Kinds of `if_served` rows only when named in SERVED (the cluster is seen to serve them).
+    """
     if stable is None:
         return []
     desired = Desired(md, stable, canary, route_weight)
-    return [obj for child in CHILD_KINDS if child.kind not in unserved for obj in child.render(desired)]
+    return [
+        obj
+        for child in CHILD_KINDS
+        if child.kind not in unserved and (not child.if_served or child.kind in served)
+        for obj in child.render(desired)
+    ]
 
 
 # On every child: a digest of what the operator last applied, so an unchanged child is not applied again.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +123,8 @@ class Client:
         self.api = api
         # Requests sent, by "METHOD path-kind": what the operator costs the API server.
         self.requests: Counter[str] = Counter()
+        # Called after every request with (verb, resource, status code or 0 for no answer, seconds): metrics.
+        self.on_response: Callable[[str, str, int, float], None] | None = None
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 16) -> Client:
@@ -148,7 +151,8 @@ class Client:
         timeout: float = 30,
     ) -> Any:
         query = list(query)
-        self.requests[f"{method} {_kind_of(path)}"] += 1
+        resource = _kind_of(path)
+        self.requests[f"{method} {resource}"] += 1
         url_path = path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept}
         if body is not None:
@@ -156,11 +160,14 @@ class Client:
         req = self.api.param_serialize(
             method, url_path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
+        started = time.perf_counter()
         try:
             response = self.api.call_api(*req, _request_timeout=timeout)
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError) as err:
+            self._responded(method, resource, 0, started)
             raise ApiError(0, "Unreachable", f"no answer from the API server: {type(err).__name__}: {err}") from err
+        self._responded(method, resource, response.status, started)
         text = data.decode("utf-8") if isinstance(data, bytes) else (data or "")
         if not 200 <= response.status < 300:
             message = text
@@ -172,6 +179,10 @@ class Client:
                 reason = response.reason or ""
             raise ApiError(response.status, reason, message)
         return json.loads(text) if text else None
+
+    def _responded(self, method: str, resource: str, code: int, started: float) -> None:
+        if self.on_response is not None:
+            self.on_response(method, resource, code, time.perf_counter() - started)
 
     # -- objects -------------------------------------------------------------------
 

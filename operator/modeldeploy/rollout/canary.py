@@ -7,7 +7,7 @@ written into the canary's status (and events, and when to look again).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from modeldeploy.api.timestamp import whole_seconds
 from modeldeploy.api.v1alpha1 import (
@@ -29,6 +29,14 @@ NOT_A_FAILURE = frozenset({"SpecReverted", "Superseded"})
 WAIT_RECHECK = timedelta(seconds=30)
 # A child the cluster would not take is tried again this often (its cause is outside the operator's view).
 HELD_RECHECK = timedelta(seconds=15)
+
+
+class Outcome(NamedTuple):
+    """A rollout decision, for the operator's counters: a revision started (reason Canary or Rolling), a canary
+    promoted or rolled back (the reason it was)."""
+
+    kind: Literal["started", "promoted", "rolled_back"]
+    reason: str
 
 
 class CanaryWalk:
@@ -53,6 +61,7 @@ class CanaryWalk:
         self.canary = canary
         self.failed = failed
         self.events: list[Event] = []
+        self.outcomes: list[Outcome] = []
         self.waits: list[timedelta] = []
         # Set when the canary is about to go: its route weight is 0 from this reconcile on.
         self.draining = False
@@ -280,6 +289,7 @@ class CanaryWalk:
                 "Promoted",
                 f"canary {canary.revision} ({canary.bento}) promoted: it is the stable revision and serves all traffic",
             )
+            self.outcomes.append(Outcome("promoted", canary.reason or "StepsComplete"))
             self.canary = None
         else:
             self._wait(WAIT_RECHECK)
@@ -308,6 +318,7 @@ class CanaryWalk:
             )
         else:
             self._event("Normal", "CanaryRemoved", f"canary {canary.revision} removed: {canary.message}")
+        self.outcomes.append(Outcome("rolled_back", reason))
         self.canary = None
 
     def _still_routed(self, canary: CanaryStatus) -> bool:

@@ -4,6 +4,12 @@ The facts are what was observed, what the rollout decided and which children the
 refused; a spec the operator cannot use has its own status here too. Conditions follow the
 Kubernetes convention (meta.SetStatusCondition): a condition's lastTransitionTime changes only
 when its status does.
+
+Besides Ready, Available, Progressing and Degraded, status carries the two conditions of the kstatus
+conventions (sigs.k8s.io/cli-utils, read by Flux health checks, `helm --wait` and kpt): `Reconciling`
+is True while the operator works towards Ready, `Stalled` is True when it cannot get there by itself
+(a person must change something). At most one of them is True, and neither when Ready is: kstatus
+reads Current, InProgress and Failed from them (docs/gitops.md).
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ from modeldeploy.model.scaling import SCALED_OBJECT_API_VERSION, SCALED_OBJECT_K
 from modeldeploy.routing import router_for
 from modeldeploy.routing.gateway import ROUTE_API_VERSION, ROUTE_KIND
 
-CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled")
+
+# Degraded reasons no waiting ends: the spec must change (a rolled-back revision is not tried again, a spec
+# the operator cannot use stays unusable), or a person must act (a Deployment past its progress deadline,
+# a stored template this operator cannot read). Other problems may pass by themselves (a missing Secret
+# appears, a pod's image is pushed, a refused child is retried): those are Reconciling.
+STALLING = frozenset({"InvalidSpec", "NotAllowed", "RolledBack", "ProgressDeadlineExceeded", "UnreadableTemplate"})
 
 Problem = tuple[str, str]  # (reason, message)
 
@@ -75,9 +87,11 @@ def status(facts: Facts) -> ModelDeploymentStatus:
     progressing = _progressing(facts, old)
     degraded = _degraded(facts)
     ready = _ready(facts, available, progressing, degraded)
+    stalled = _stalled(degraded)
+    reconciling = _reconciling(ready, stalled)
     now = whole_seconds(facts.observed.now)
     generation = md.metadata.generation
-    verdicts = (ready, available, progressing, degraded)
+    verdicts = (ready, available, progressing, degraded, reconciling, stalled)
     return ModelDeploymentStatus(
         observed_generation=generation,
         phase=_phase(ready, degraded, facts.ready),
@@ -145,9 +159,12 @@ def invalid_spec(
     what runs is left as it was."""
     verdict = Verdict(False, reason, "; ".join(problems))
     stamp = whole_seconds(now)
+    stalled = verdict._replace(ok=True)
     conditions = [
         _condition(old.conditions, "Ready", verdict, stamp, generation),
         _condition(old.conditions, "Degraded", verdict._replace(ok=True), stamp, generation),
+        _condition(old.conditions, "Reconciling", _reconciling(verdict, stalled), stamp, generation),
+        _condition(old.conditions, "Stalled", stalled, stamp, generation),
     ]
     return old.model_copy(update={"phase": "Failed", "observed_generation": generation, "conditions": conditions})
 
@@ -159,8 +176,11 @@ def reconcile_error(
     runs has not changed); the next reconcile that succeeds computes all of it again."""
     verdict = Verdict(True, "ReconcileError", cause)
     degraded = _condition(old.conditions, "Degraded", verdict, whole_seconds(now), generation)
-    kept = [c for c in old.conditions if c.type != "Degraded"]
-    return old.model_copy(update={"conditions": [*kept, degraded]})
+    # In its place: a list in another order is another status, and would be written again.
+    conditions = [degraded if c.type == "Degraded" else c for c in old.conditions]
+    if all(c.type != "Degraded" for c in old.conditions):
+        conditions.append(degraded)
+    return old.model_copy(update={"conditions": conditions})
 
 
 def with_reconcile_error(old: ModelDeploymentStatus | None, new: ModelDeploymentStatus) -> ModelDeploymentStatus:
@@ -291,6 +311,21 @@ def _ready(facts: Facts, available: Verdict, progressing: Verdict, degraded: Ver
     if progressing.ok:
         return progressing._replace(ok=False)
     return available
+
+
+def _stalled(degraded: Verdict) -> Verdict:
+    if degraded.ok and degraded.reason in STALLING:
+        return degraded
+    return Verdict(False, "NotStalled", "nothing keeps the operator from going on by itself")
+
+
+def _reconciling(ready: Verdict, stalled: Verdict) -> Verdict:
+    """Working towards Ready: whatever Ready waits for, unless only a person can end the wait."""
+    if ready.ok:
+        return Verdict(False, "Reconciled", ready.message)
+    if stalled.ok:
+        return Verdict(False, "Stalled", stalled.message)
+    return ready._replace(ok=True)
 
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]

@@ -32,7 +32,7 @@ from modeldeploy.api.v1alpha1 import (
 from modeldeploy.model.observed import Observed
 from modeldeploy.model.revision import RevisionPlan, RevisionTemplate, steps_hash, template_of
 from modeldeploy.rollout import conditions
-from modeldeploy.rollout.canary import CanaryWalk
+from modeldeploy.rollout.canary import CanaryWalk, Outcome
 from modeldeploy.rollout.conditions import Event
 from modeldeploy.rollout.config import PlanConfig
 from modeldeploy.routing import router_for
@@ -51,6 +51,8 @@ class Plan:
     # What status was computed from; the reconciler adds the children the API server refused.
     facts: conditions.Facts
     events: tuple[Event, ...] = ()
+    # The rollout decisions taken (started, promoted, rolled back), for the operator's metrics.
+    outcomes: tuple[Outcome, ...] = ()
     requeue_after: timedelta | None = None
     # The plan cannot say what the children should be (a stored template it cannot read): apply nothing,
     # remove nothing, until a person decides.
@@ -166,6 +168,7 @@ class _Planner(CanaryWalk):
                 self.canary = None
             previous = self.stable.revision
             self.stable = self._revision_status(self.template)
+            self.outcomes.append(Outcome("started", "Rolling"))
             self._event(
                 "Normal",
                 "RollingUpdate",
@@ -205,6 +208,7 @@ class _Planner(CanaryWalk):
             step_started_at=self.stamp,
             analysis=AnalysisStatus(),
         )
+        self.outcomes.append(Outcome("started", "Canary"))
         self._event(
             "Normal",
             "CanaryStarted",
@@ -290,6 +294,7 @@ class _Planner(CanaryWalk):
             status=conditions.status(facts),
             facts=facts,
             events=tuple(self.events),
+            outcomes=tuple(self.outcomes),
             requeue_after=min(self.waits) if self.waits else None,
             leave_children=leave_children,
         )

@@ -13,7 +13,7 @@ from modeldeploy.api.timestamp import Timestamp
 class Condition(ApiModel):
     """A Kubernetes-style condition."""
 
-    type: str = Field(description="Ready, Available, Progressing or Degraded.")
+    type: str = Field(description="Ready, Available, Progressing, Degraded, Reconciling or Stalled.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason, for machines.")
     message: str = Field(default="", description="What happened and what to do, for people.")
@@ -117,7 +117,7 @@ class ModelDeploymentStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Available, Progressing, Degraded.",
+        description="Ready, Available, Progressing, Degraded; Reconciling and Stalled as kstatus reads them.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     url: str | None = Field(
