@@ -145,13 +145,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds), elector=elector
     )
     namespaces = args.namespace or []
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo(settings=settings),
-    )
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(settings=settings),
+        )
+    except Exception as err:
+        # kopf stops when a watch fails for good (a 403 through all its retries, say) and has logged why:
+        # exit non-zero, so whatever runs the operator (the kubelet) restarts it and shows the failure.
+        print(f"error: the operator stopped: {type(err).__name__}: {' '.join(str(err).split())[:500]}", file=sys.stderr)
+        return 1
     return 0
 
 

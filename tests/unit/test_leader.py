@@ -5,6 +5,7 @@ The real Lease, with real processes: tests/cluster/test_leader_election.py."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,3 +193,27 @@ class TestWriteGate:
         with pytest.raises(AssertionError, match="nothing is sent"):
             client.request("GET", "/apis/apps/v1/namespaces/ml/deployments/iris")
         assert "PATCH deployments" not in client.requests
+
+
+class TestWatchdog:
+    def test_a_watcher_that_raised_is_dead_one_cancelled_is_not(self) -> None:
+        asyncio.run(self._watchers())
+
+    async def _watchers(self) -> None:
+        from modeldeploy.handlers.operator import Watchdog
+
+        async def fails() -> None:
+            await asyncio.sleep(0.01)
+            raise RuntimeError("403 Forbidden")
+
+        watchdog = Watchdog()
+        failing = asyncio.create_task(fails(), name="watcher for services.v1@ml")
+        removed = asyncio.create_task(asyncio.sleep(10), name="watcher for deployments.v1.apps@gone")
+        other = asyncio.create_task(fails(), name="something else")
+        watchdog.scan()
+        assert watchdog.alive == 2
+        removed.cancel()
+        await asyncio.gather(failing, removed, other, return_exceptions=True)
+        await asyncio.sleep(0)
+        assert watchdog.dead == {"services.v1@ml": "RuntimeError: 403 Forbidden"}
+        assert watchdog.alive == 0

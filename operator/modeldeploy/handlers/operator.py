@@ -230,14 +230,20 @@ async def _watch_watchers(runtime: Runtime) -> None:
 
 @kopf.on.probe(id="watches")
 async def watches(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
-    """Liveness: fails (HTTP 500) once a watch is dead for good, so the kubelet restarts the pod."""
+    """Liveness: fails (HTTP 500) once a watch or one of the operator's own eternal tasks ended, so the
+    kubelet restarts the pod. (kopf 1.45 also stops the whole operator when a watch fails; this holds
+    whether or not it does, and covers the resync and the work queue, which kopf knows nothing of.)"""
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return {"started": False}
     runtime.watchdog.scan()
-    if runtime.watchdog.dead:
-        dead = "; ".join(f"{what}: {error}" for what, error in runtime.watchdog.dead.items())
-        raise kopf.PermanentError(f"watches dead for good: {dead}")
+    dead = dict(runtime.watchdog.dead)
+    if runtime.resync_task is not None and runtime.resync_task.done() and not runtime.resync_task.cancelled():
+        dead["resync"] = repr(runtime.resync_task.exception())
+    if runtime.queue.stopped_workers:
+        dead["work queue"] = f"{runtime.queue.stopped_workers} workers ended"
+    if dead:
+        raise kopf.PermanentError("dead for good: " + "; ".join(f"{what}: {why}" for what, why in dead.items()))
     return {"alive": runtime.watchdog.alive}
 
 
