@@ -162,3 +162,44 @@ def _seconds(event_time: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(event_time.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_leader_that_finds_its_lease_taken_stops_writing_and_the_next_leader_resumes(
+    cluster: Cluster, pair: tuple[Replica, Replica], namespace: str
+) -> None:
+    """Someone else holding the Lease (here: written by hand) makes the leader stand by at once; nobody
+    writes while that holder's Lease runs; then replica-a leads again, a second term (its queue restarted,
+    every ModelDeployment queued afresh), and carries out what was asked meanwhile."""
+    a, b = pair
+    rollout = {"steps": [{"weight": 50, "pause": "2s"}]}
+    cluster.apply(sample("iris", namespace, replicas=2, rollout=rollout))
+    wait_ready(cluster, namespace, "iris")
+    cluster.kubectl(
+        "patch", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "--type", "merge",
+        "-p", json.dumps({"spec": {"holderIdentity": "intruder_1", "leaseDurationSeconds": 15}}),
+    )  # fmt: skip
+    taken = time.monotonic()
+    wait_for(lambda: "no longer leading" in a.process.logs(), timeout=15, what="replica-a to stand by")
+    print(f"\nreplica-a stood by {time.monotonic() - taken:.1f}s after its Lease was taken")
+    b.process.stop()  # so that the next leader is replica-a, in its second term
+    writes = len(a.writes(namespace)), len(b.writes(namespace))
+    generation = cluster.json("get", "modeldeployment", "iris", "-n", namespace)["metadata"]["generation"]
+    cluster.apply(sample("iris", namespace, replicas=2, rollout=rollout, bento=V2))
+    time.sleep(6)
+    held = cluster.json("get", "modeldeployment", "iris", "-n", namespace)
+    assert held["status"]["observedGeneration"] == generation, "reconciled while another held the Lease"
+    assert (len(a.writes(namespace)), len(b.writes(namespace))) == writes
+    assert holder(cluster) == "intruder_1"
+
+    def promoted() -> dict[str, Any] | None:
+        status = (cluster.get("modeldeployment", "iris", namespace) or {}).get("status", {})
+        done = status.get("observedGeneration") == generation + 1 and "canary" not in status
+        return status if done and status["stable"]["bento"].endswith(":v2") else None
+
+    wait_for(promoted, timeout=90, what="the update rolled out by replica-a in its second term")
+    assert holder(cluster).startswith("replica-a_")
+    status, health = a.health()
+    assert status == 200 and health["leader"]["leading"] is True and health["leader"]["terms"] == 2
+    assert "reconciling as the leader (term 2" in a.process.logs()
+    assert b.writes() == [], "the standby never wrote"
+    assert event_reasons(cluster, namespace).count("CanaryStarted") == 1
