@@ -132,7 +132,9 @@ class Elector:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
         self._thread.start()
 
-    def stop(self, release: bool = True, timeout: float = 5.0) -> None:
+    def stop(self, release: bool = True, timeout: float = 12.0) -> None:
+        """Stop trying; release the Lease if held. The wait outlasts a step's two requests (5 s each), so no
+        renewal in flight lands after the release."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -108,13 +108,16 @@ class Runtime:
     settings: Settings
     queue: WorkQueue[Key]
     indices: dict[str, Any]
-    new_queue: Any  # () -> an unstarted WorkQueue
+    new_queue: Callable[[], WorkQueue[Key]]  # an unstarted one
     seen: dict[Key, bytes] = field(default_factory=dict)
     resync_task: asyncio.Task[None] | None = None
     leading: bool = False
     terms: int = 0
     watchdog: Watchdog = field(default_factory=Watchdog)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # kopf's own settings: its Events (a handler's warnings, posted on the object) are posted only while
+    # this replica leads, so that a standby writes nothing at all.
+    kopf_settings: kopf.OperatorSettings | None = None
 
     def lead(self) -> None:
         """This replica leads: run the queue. Keys found while standing by wait in it already; after a term
@@ -123,6 +126,8 @@ class Runtime:
             return
         self.leading = True
         self.terms += 1
+        if self.kopf_settings is not None:
+            self.kopf_settings.posting.enabled = True
         if self.terms > 1:
             for key in list(self.indices["modeldeployments"].keys()):
                 self.queue.add(key, Lane.FOUND)
@@ -135,6 +140,8 @@ class Runtime:
         if not self.leading:
             return
         self.leading = False
+        if self.kopf_settings is not None:
+            self.kopf_settings.posting.enabled = False
         old, self.queue = self.queue, self.new_queue()
         await old.stop()
         for key in list(self.indices["modeldeployments"].keys()):
@@ -285,7 +292,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     def new_queue() -> WorkQueue[Key]:
         return WorkQueue(reconcile, workers=ours.workers)
 
-    runtime = Runtime(settings=ours, queue=new_queue(), indices=indices, new_queue=new_queue)
+    runtime = Runtime(settings=ours, queue=new_queue(), indices=indices, new_queue=new_queue, kopf_settings=settings)
+    settings.posting.enabled = False  # until this replica leads (Runtime.lead)
     # A measurement taken off the workers wakes its ModelDeployment (from the measuring thread).
     ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(lambda: runtime.queue.add(key))
     memo["runtime"] = runtime
