@@ -83,6 +83,10 @@ test-cluster: setup system-packages ## Cluster tier only, on the local control p
 test-e2e: setup system-packages ## e2e tier only: the local real node (or MODELDEPLOY_CLUSTER=kind|existing)
 	$(PYTEST) -m e2e
 
+.PHONY: chaos
+chaos: setup system-packages ## The leading operator SIGKILLed at random moments of 20 canary walks (~8 min, own cluster)
+	$(BIN)/python benchmarks/chaos.py
+
 .PHONY: bench
 bench: setup system-packages ## Benchmarks, printing figures against targets and floors (not part of make test; ~35 min)
 	@# Both run; the exit status says whether every target was met.

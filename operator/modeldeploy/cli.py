@@ -111,16 +111,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.analysis.prometheus import measure_canary_async
     from modeldeploy.analysis.runner import Measurements
     from modeldeploy.handlers import operator as _handlers  # registers the handlers
+    from modeldeploy.handlers.leader import Elector, Timing, identity
     from modeldeploy.handlers.operator import Settings
     from modeldeploy.handlers.reconciler import Reconciler
     from modeldeploy.k8s.client import Client
+    from modeldeploy.k8s.lease import Leases
 
     del _handlers
     try:
         config = _plan_config(args)
+        timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+        lease_namespace = _lease_namespace(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    me = identity()
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     for noisy in ("kubernetes", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -136,18 +141,53 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --metrics-address {args.metrics_address}: {err}", file=sys.stderr)
             return EXIT_INVALID
         logging.getLogger("modeldeploy").info("metrics on http://%s:%d/metrics", host, port)
-    client = Client.from_environment(pool_size=args.workers * 2)
+    if args.log_writes:
+        logging.getLogger("modeldeploy.writes").setLevel(logging.DEBUG)
+    client = Client.from_environment(pool_size=args.workers * 2, instance=me)
     reconciler = Reconciler(client=client, config=config, measurements=Measurements(measure_canary_async))
-    settings = Settings(reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds))
-    namespaces = args.namespace or []
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo(settings=settings),
+    elector = None
+    if lease_namespace is not None:
+        # A client of its own: renewals never queue behind reconciles, nor meet the reconciles' write gate.
+        leases = Leases(Client.from_environment(pool_size=2, instance=me), lease_namespace, args.lease_name)
+        elector = Elector(leases, me, timing)
+    settings = Settings(
+        reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds), elector=elector
     )
+    namespaces = args.namespace or []
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(settings=settings),
+        )
+    except Exception as err:
+        # kopf stops when a watch fails for good (a 403 through all its retries, say) and has logged why:
+        # exit non-zero, so whatever runs the operator (the kubelet) restarts it and shows the failure.
+        print(f"error: the operator stopped: {type(err).__name__}: {' '.join(str(err).split())[:500]}", file=sys.stderr)
+        return 1
     return 0
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _lease_namespace(args: argparse.Namespace) -> str | None:
+    """Where the leader Lease lives: --lease-namespace, else the pod's own namespace; None without election."""
+    if not args.leader_election:
+        return None
+    if args.lease_namespace:
+        namespace: str = args.lease_namespace
+        return namespace
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        raise ValueError(
+            "leader election needs the Lease's namespace: --lease-namespace (or MODELDEPLOY_LEASE_NAMESPACE) "
+            "outside a pod, or --no-leader-election for a single operator"
+        ) from None
 
 
 def _control(args: argparse.Namespace, annotation: str, verb: str) -> int:
@@ -256,6 +296,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BASE_URL",
         help="a Prometheus base URL analysis may query, with the paths under it (repeatable); any when absent",
     )
+    election = run.add_argument_group(
+        "leader election", "of several replicas, the one holding a coordination.k8s.io Lease reconciles"
+    )
+    election.add_argument(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        help="reconcile without a Lease: only where a single operator can ever run",
+    )
+    election.add_argument("--lease-name", default="modeldeploy-operator")
+    election.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("MODELDEPLOY_LEASE_NAMESPACE") or None,
+        help="namespace of the Lease (default: the pod's own)",
+    )
+    election.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a standby waits for an unrenewed Lease (15)"
+    )
+    election.add_argument(
+        "--renew-deadline", type=float, default=10.0, help="seconds the leader keeps writing without a renewal (10)"
+    )
+    election.add_argument("--retry-period", type=float, default=2.0, help="seconds between tries and renewals (2)")
+    run.add_argument("--log-writes", action="store_true", help="log every write sent to the API server")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.api.v1alpha1 import Rollout
-from modeldeploy.k8s.access import namespaced_grants
+from modeldeploy.k8s.access import LEADER_ELECTION_GRANTS, namespaced_grants
 from modeldeploy.k8s.children import CHILD_KINDS, IF_SERVED, WATCHED, render_children
 from modeldeploy.k8s.client import PLURALS, resource_path
 from modeldeploy.model.revision import RevisionPlan, template_of
@@ -102,9 +102,13 @@ def derived() -> set[Triple]:
 
 
 def namespaced_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The roles holding what the operator does in watched namespaces (not the cluster-wide discovery one)."""
+    """The roles holding what the operator does in watched namespaces (not the cluster-wide discovery one, nor
+    the leader election's in its own namespace)."""
     return [
-        d for d in docs if d["kind"] in ("ClusterRole", "Role") and not d["metadata"]["name"].endswith("-discovery")
+        d
+        for d in docs
+        if d["kind"] in ("ClusterRole", "Role")
+        and not d["metadata"]["name"].endswith(("-discovery", "-leader-election"))
     ]
 
 
@@ -131,7 +135,24 @@ class TestChartRbac:
                 for rule in doc["rules"]:
                     assert "secrets" not in rule["resources"] and "*" not in rule["resources"], doc["metadata"]["name"]
 
+    @pytest.mark.parametrize("values", [(), ("watchNamespaces={ml,staging}",)])
+    def test_the_leader_lease_is_granted_in_the_release_namespace_only(self, values: tuple[str, ...]) -> None:
+        docs = render_chart(*values)
+        [role] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election")]
+        assert role["metadata"]["namespace"] == "default"  # helm template's release namespace
+        expected = {(g.group, r, v) for g in LEADER_ELECTION_GRANTS for r in g.resources for v in g.verbs}
+        assert triples(role["rules"]) == expected
+        named = [rule for rule in role["rules"] if "update" in rule["verbs"]]
+        assert named and all(rule["resourceNames"] == ["modeldeploy-operator"] for rule in named)
+        for doc in namespaced_roles(docs):
+            assert "leases" not in {r for rule in doc["rules"] for r in rule["resources"]}
+
+    def test_no_lease_role_without_leader_election(self) -> None:
+        docs = render_chart("leaderElection.enabled=false", "replicas=1")
+        assert not [d for d in docs if d["metadata"]["name"].endswith("-leader-election")]
+
     def test_everything_the_client_addresses_is_granted(self) -> None:
         granted = {(group, resource) for group, resource, _ in derived()}
+        granted |= {(g.group, r) for g in LEADER_ELECTION_GRANTS for r in g.resources}
         addressed = {(api_version.rpartition("/")[0], plural) for (api_version, _), plural in PLURALS.items()}
         assert addressed - granted == set()

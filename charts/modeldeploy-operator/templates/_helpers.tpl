@@ -13,6 +13,11 @@
 {{- default (include "modeldeploy.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{- /* One Lease per release: two releases in one namespace never share a leader. */ -}}
+{{- define "modeldeploy.leaseName" -}}
+{{- default (include "modeldeploy.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "modeldeploy.labels" -}}
 app.kubernetes.io/name: modeldeploy-operator
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -123,10 +123,11 @@ class Cluster:
 class Operator:
     """`modeldeploy run` as a real process, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.args = args
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -136,7 +137,10 @@ class Operator:
 
     def start(self) -> None:
         """Start in a session of its own: it outlives the caller unless stopped (make up relies on that)."""
+        # The leader Lease in the chart's namespace, where its Role grants it (the process runs outside a pod).
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        env.setdefault("MODELDEPLOY_LEASE_NAMESPACE", OPERATOR_NAMESPACE)
+        env.update(self.env)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         handle = self.log.open("ab")
         handle.write(f"\n===== start {self.starts + 1} =====\n".encode())

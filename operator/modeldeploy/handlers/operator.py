@@ -3,6 +3,12 @@
 - ModelDeployment events (created, changed, found at start-up) queue the object.
 - Events of the children it owns (found by label) queue their owner.
 - A periodic resync queues every ModelDeployment: the backstop for anything missed.
+- With leader election (`handlers.leader`), every replica watches and indexes, but only the one that
+  holds the Lease runs the work queue: a standby's queue gathers keys and never starts, and its
+  client refuses every write. A replica that loses the Lease stops its queue and forgets what it
+  kept in memory about its objects; whoever leads next starts from their status.
+- Probes (`--liveness`): a kopf watch that died for good (kopf does not restart it) or a dead
+  elector fails the liveness endpoint, so the kubelet restarts the pod; the answer says who leads.
 
 No kopf change-detecting handlers, timers or daemons are used: those write bookkeeping
 onto the object or add a finalizer, and a finalizer would leave ModelDeployments
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,6 +36,7 @@ import kopf
 
 from modeldeploy import metrics
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.handlers.leader import Elector
 from modeldeploy.handlers.queue import Lane, WorkQueue, executor
 from modeldeploy.handlers.reconciler import Reconciler
 from modeldeploy.handlers.snapshot import compact, expand, fingerprint
@@ -59,6 +66,42 @@ class Settings:
     reconciler: Reconciler
     workers: int = 4
     resync: timedelta = timedelta(minutes=5)
+    # None: no leader election, this process always reconciles.
+    elector: Elector | None = None
+
+
+class Watchdog:
+    """kopf's watchers that ended other than by cancellation: kopf never restarts those.
+
+    kopf runs each watch as a task named "watcher for <resource>@<namespace>" and cancels it when the
+    resource or namespace goes away; one that raised (a watch ERROR event, a 403 after its retries)
+    stays dead while the process lives, and the objects it watched are never seen to change again.
+    """
+
+    PREFIX = "watcher for "
+
+    def __init__(self) -> None:
+        self._known: set[asyncio.Task[Any]] = set()
+        self.dead: dict[str, str] = {}
+
+    @property
+    def alive(self) -> int:
+        return len(self._known)
+
+    def scan(self) -> None:
+        for task in asyncio.all_tasks():
+            if task not in self._known and task.get_name().startswith(self.PREFIX):
+                self._known.add(task)
+                task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._known.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        what = task.get_name().removeprefix(self.PREFIX)
+        self.dead[what] = f"{type(error).__name__}: {error}" if error is not None else "finished"
+        log.error("the watch of %s ended for good (%s): failing the liveness probe", what, self.dead[what])
 
 
 @dataclass
@@ -66,8 +109,45 @@ class Runtime:
     settings: Settings
     queue: WorkQueue[Key]
     indices: dict[str, Any]
+    new_queue: Callable[[], WorkQueue[Key]]  # an unstarted one
     seen: dict[Key, bytes] = field(default_factory=dict)
     resync_task: asyncio.Task[None] | None = None
+    leading: bool = False
+    terms: int = 0
+    watchdog: Watchdog = field(default_factory=Watchdog)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # kopf's own settings: its Events (a handler's warnings, posted on the object) are posted only while
+    # this replica leads, so that a standby writes nothing at all.
+    kopf_settings: kopf.OperatorSettings | None = None
+
+    def lead(self) -> None:
+        """This replica leads: run the queue. Keys found while standing by wait in it already; after a term
+        lost, every ModelDeployment is queued afresh, as at a start."""
+        if self.leading:
+            return
+        self.leading = True
+        self.terms += 1
+        if self.kopf_settings is not None:
+            self.kopf_settings.posting.enabled = True
+        if self.terms > 1:
+            for key in list(self.indices["modeldeployments"].keys()):
+                self.queue.add(key, Lane.FOUND)
+        self.queue.start()
+        log.info("reconciling as the leader (term %d, %d keys waiting)", self.terms, len(self.queue))
+
+    async def stand_by(self) -> None:
+        """The Lease is lost: stop reconciling, drop what memory says about objects (the next leader may have
+        changed them). Reconciles still running on threads find their writes refused by the client's gate."""
+        if not self.leading:
+            return
+        self.leading = False
+        if self.kopf_settings is not None:
+            self.kopf_settings.posting.enabled = False
+        old, self.queue = self.queue, self.new_queue()
+        await old.stop()
+        for key in list(self.indices["modeldeployments"].keys()):
+            self.settings.reconciler.forget(*key)
+        log.info("standing by: the work queue is stopped")
 
 
 def _index_id(plural: str) -> str:
@@ -149,6 +229,46 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+WATCHDOG_PERIOD = 5.0
+
+
+async def _watch_watchers(runtime: Runtime) -> None:
+    while True:
+        runtime.watchdog.scan()
+        await asyncio.sleep(WATCHDOG_PERIOD)
+
+
+@kopf.on.probe(id="watches")
+async def watches(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Liveness: fails (HTTP 500) once a watch or one of the operator's own eternal tasks ended, so the
+    kubelet restarts the pod. (kopf 1.45 also stops the whole operator when a watch fails; this holds
+    whether or not it does, and covers the resync and the work queue, which kopf knows nothing of.)"""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return {"started": False}
+    runtime.watchdog.scan()
+    dead = dict(runtime.watchdog.dead)
+    if runtime.resync_task is not None and runtime.resync_task.done() and not runtime.resync_task.cancelled():
+        dead["resync"] = repr(runtime.resync_task.exception())
+    if runtime.queue.stopped_workers:
+        dead["work queue"] = f"{runtime.queue.stopped_workers} workers ended"
+    if dead:
+        raise kopf.PermanentError("dead for good: " + "; ".join(f"{what}: {why}" for what, why in dead.items()))
+    return {"alive": runtime.watchdog.alive}
+
+
+@kopf.on.probe(id="leader")
+async def leader(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Who leads, as this replica sees it; fails when the elector's thread is gone (it would never lead)."""
+    runtime: Runtime | None = memo.get("runtime")
+    elector = None if runtime is None else runtime.settings.elector
+    if elector is None:
+        return {"election": "disabled", "leading": runtime is not None and runtime.leading}
+    if not elector.alive:
+        raise kopf.PermanentError("the leader elector's thread is gone")
+    return elector.status()
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     # kopf's own bookkeeping, should any handler need it, goes to annotations, never status.
@@ -164,23 +284,51 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     loop = asyncio.get_running_loop()
 
     async def reconcile(key: Key) -> timedelta | None:
+        if not runtime.leading:
+            return None  # popped just as the Lease was lost: the next leader reconciles it
         children = _children_of(indices, key)
         snapshot = next(iter(indices["modeldeployments"].get(key, ())), None)
         if snapshot is None:
             return None  # deleted: nothing to do, the garbage collector takes the children
         return await loop.run_in_executor(pool, ours.reconciler.reconcile, key[0], key[1], children, expand(snapshot))
 
-    queue: WorkQueue[Key] = WorkQueue(reconcile, workers=ours.workers)
-    metrics.MODELDEPLOYMENTS.queue_depth = queue.depth
+    def new_queue() -> WorkQueue[Key]:
+        return WorkQueue(reconcile, workers=ours.workers)
+
+    runtime = Runtime(settings=ours, queue=new_queue(), indices=indices, new_queue=new_queue, kopf_settings=settings)
+    settings.posting.enabled = False  # until this replica leads (Runtime.lead)
+    def queue_depth() -> dict[str, int]:
+        # A new queue each time this replica leads: the metrics read whichever is current.
+        return runtime.queue.depth()
+
+    metrics.MODELDEPLOYMENTS.queue_depth = queue_depth
     ours.reconciler.client.on_response = metrics.api_response
     # A measurement taken off the workers wakes its ModelDeployment (from the measuring thread).
-    ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(queue.add, key)
-    runtime = Runtime(settings=ours, queue=queue, indices=indices)
+    ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(lambda: runtime.queue.add(key))
     memo["runtime"] = runtime
     memo["pool"] = pool
-    queue.start()
     runtime.resync_task = asyncio.create_task(_resync(runtime), name="resync")
-    log.info("modeldeploy operator started with %d workers", ours.workers)
+    watchdog = asyncio.create_task(_watch_watchers(runtime), name="watchdog")
+    runtime.tasks.add(watchdog)
+    elector = ours.elector
+    if elector is None:
+        runtime.lead()
+    else:
+        ours.reconciler.client.write_gate = elector.may_write
+
+        def lost() -> None:
+            task = asyncio.create_task(runtime.stand_by(), name="stand-by")
+            runtime.tasks.add(task)
+            task.add_done_callback(runtime.tasks.discard)
+
+        elector.on_lead = lambda: loop.call_soon_threadsafe(runtime.lead)
+        elector.on_lose = lambda: loop.call_soon_threadsafe(lost)
+        elector.start()
+    log.info(
+        "modeldeploy operator started with %d workers%s",
+        ours.workers,
+        "" if elector is None else f", as {elector.identity}; reconciling once it leads",
+    )
 
 
 @kopf.on.cleanup()
@@ -190,7 +338,13 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         return
     if runtime.resync_task is not None:
         runtime.resync_task.cancel()
+    for task in runtime.tasks:
+        task.cancel()
     await runtime.queue.stop()
+    elector = runtime.settings.elector
+    if elector is not None:
+        # After the queue: no reconcile of ours is started any more when the successor takes over.
+        await asyncio.get_running_loop().run_in_executor(None, elector.stop)
     memo["pool"].shutdown(wait=False, cancel_futures=True)
     sent = runtime.settings.reconciler.client.requests
     log.info(

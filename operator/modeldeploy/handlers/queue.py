@@ -100,6 +100,12 @@ class WorkQueue(Generic[K]):
         metrics.QUEUE_ADDS.labels(lane.name.lower()).inc()
         self._wakeup.set()
 
+    @property
+    def stopped_workers(self) -> int:
+        """Workers that ended although nobody stopped the queue (none should: each catches what a reconcile
+        raises)."""
+        return sum(1 for task in self._tasks if task.done() and not task.cancelled())
+
     def __len__(self) -> int:
         """Keys waiting to be reconciled."""
         return len(self._queued)

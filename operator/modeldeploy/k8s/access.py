@@ -42,6 +42,11 @@ OTHER_GRANTS = (
 )
 
 
+# In the operator's own namespace only: the leader Lease (handlers/leader.py), read, created once, then
+# replaced conditionally on its resourceVersion. Never listed or watched: it is addressed by name.
+LEADER_ELECTION_GRANTS = (Grant("coordination.k8s.io", ("leases",), ("get", "create", "update")),)
+
+
 def namespaced_grants() -> tuple[Grant, ...]:
     children = tuple(
         Grant(child.group, (child.plural,), BY_NAME_VERBS if child.optional else WATCHED_VERBS) for child in CHILD_KINDS

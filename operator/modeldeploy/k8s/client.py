@@ -21,10 +21,13 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from modeldeploy import __version__
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, PLURAL
 from modeldeploy.k8s.children import CHILD_KINDS
 
 log = logging.getLogger(__name__)
+# One line per write sent, at DEBUG (`modeldeploy run --log-writes`): which process wrote what.
+writes = logging.getLogger("modeldeploy.writes")
 
 FIELD_MANAGER = "modeldeploy"
 
@@ -36,7 +39,11 @@ PLURALS: dict[tuple[str, str], str] = {(child.api_version, child.kind): child.pl
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("events.k8s.io/v1", "Event"): "events",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
 }
+
+# What the API server does not change: anything else is a write, and a write is gated (Client.write_gate).
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 class ApiError(Exception):
@@ -82,6 +89,16 @@ class ApiError(Exception):
         return self.status == 403 and "because it is being terminated" in self.message
 
 
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica does not hold the leader Lease (or may have lost it).
+
+    Status 0, as an unanswered request: a reconcile that meets it fails quietly and is not retried by
+    this replica until it leads again."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(0, "NotLeading", f"{method} {path} not sent: this replica does not lead")
+
+
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
     """The path of a resource; names are quoted whole, so no `/` or `..` in one can reach another path."""
     plural = PLURALS[(api_version, kind)]
@@ -119,15 +136,23 @@ class ObjectRef:
 class Client:
     """Synchronous, thread-safe; reconciles run it from worker threads."""
 
-    def __init__(self, api: k8s_client.ApiClient) -> None:
+    def __init__(self, api: k8s_client.ApiClient, *, instance: str = "modeldeploy-operator") -> None:
         self.api = api
+        # Who this process is, to the API server (User-Agent) and in the Events it posts (reportingInstance).
+        self.instance = instance
+        self.api.user_agent = f"modeldeploy/{__version__} ({instance})"
         # Requests sent, by "METHOD path-kind": what the operator costs the API server.
         self.requests: Counter[str] = Counter()
         # Called after every request with (verb, resource, status code or 0 for no answer, seconds): metrics.
         self.on_response: Callable[[str, str, int, float], None] | None = None
+        # Asked before every write; False refuses it (NotLeading). Set to the leader elector's check, so a
+        # replica that does not hold the Lease, or may have lost it, writes nothing.
+        self.write_gate: Callable[[], bool] | None = None
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, pool_size: int = 16) -> Client:
+    def from_environment(
+        cls, kubeconfig: str | None = None, pool_size: int = 16, *, instance: str = "modeldeploy-operator"
+    ) -> Client:
         """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
         configuration = k8s_client.Configuration()
         try:
@@ -135,7 +160,7 @@ class Client:
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         configuration.connection_pool_maxsize = pool_size
-        return cls(k8s_client.ApiClient(configuration))
+        return cls(k8s_client.ApiClient(configuration), instance=instance)
 
     # -- transport ---------------------------------------------------------------
 
@@ -151,8 +176,12 @@ class Client:
         timeout: float = 30,
     ) -> Any:
         query = list(query)
+        if method not in READ_METHODS and self.write_gate is not None and not self.write_gate():
+            raise NotLeading(method, path)
         resource = _kind_of(path)
         self.requests[f"{method} {resource}"] += 1
+        if method not in READ_METHODS:
+            writes.debug("write %s %s", method, path)
         url_path = path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept}
         if body is not None:
@@ -338,7 +367,7 @@ class Client:
             "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": "modeldeploy.dev/operator",
-            "reportingInstance": "modeldeploy-operator",
+            "reportingInstance": self.instance[:128],
             "action": action,
             "reason": reason,
             "note": message[:1024],
@@ -355,5 +384,5 @@ class Client:
         try:
             self.request("POST", resource_path("events.k8s.io/v1", "Event", meta["namespace"]), body=event)
         except ApiError as err:
-            level = logging.DEBUG if err.namespace_terminating else logging.WARNING
+            level = logging.DEBUG if err.namespace_terminating or isinstance(err, NotLeading) else logging.WARNING
             log.log(level, "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
