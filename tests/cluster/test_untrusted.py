@@ -159,20 +159,25 @@ class TestMetricsQueries:
         # More hanging measurements than the operator has workers: were they taken on the workers, nothing
         # else would be reconciled until they time out.
         hanging = [f"hang{i}" for i in range(6)]
+        rollout = {
+            "steps": [{"weight": 50, "pause": "1s"}],
+            "analysis": {"prometheus": {"address": servers.silent().url}, "interval": "1s", "failureLimit": 1},
+        }
+        # All Ready first, then every canary started at once: started one by one, the first would be judged
+        # (its measurement's deadline passed) and rolled back before the last began.
         for name in hanging:
-            rollout = {
-                "steps": [{"weight": 50, "pause": "1s"}],
-                "analysis": {"prometheus": {"address": servers.silent().url}, "interval": "1s", "failureLimit": 1},
-            }
             cluster.apply(sample(name, namespace, rollout=rollout))
-            wait_ready(cluster, namespace, name)
-            cluster.apply(sample(name, namespace, rollout=rollout, bento=V2))
         for name in hanging:
-            wait_for(
-                lambda name=name: (current(cluster, namespace, name)["status"].get("canary") or {}).get("stepReadyAt"),
-                timeout=60,
-                what=f"{name}'s canary to be measured",
-            )
+            wait_ready(cluster, namespace, name)
+        for name in hanging:
+            cluster.apply(sample(name, namespace, rollout=rollout, bento=V2))
+
+        def measured(name: str) -> bool:
+            status = current(cluster, namespace, name)["status"]
+            return bool((status.get("canary") or {}).get("stepReadyAt") or status.get("failed"))
+
+        for name in hanging:
+            wait_for(lambda name=name: measured(name), timeout=60, what=f"{name}'s canary to be measured")
         started = time.monotonic()
         cluster.apply(sample("other", namespace))
         wait_ready(cluster, namespace, "other", timeout=30)
