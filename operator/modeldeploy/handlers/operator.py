@@ -297,6 +297,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
     runtime = Runtime(settings=ours, queue=new_queue(), indices=indices, new_queue=new_queue, kopf_settings=settings)
     settings.posting.enabled = False  # until this replica leads (Runtime.lead)
+
     def queue_depth() -> dict[str, int]:
         # A new queue each time this replica leads: the metrics read whichever is current.
         return runtime.queue.depth()
