@@ -246,6 +246,10 @@ class ModelDeployments(Collector):
         self._lock = threading.Lock()
         self._seen: dict[Key, Seen] = {}
         self.queue_depth: Callable[[], Mapping[str, int]] | None = None
+        # Whether this replica holds the leader Lease. A standby watches the same objects but exports none
+        # of their series: two replicas would otherwise each report every ModelDeployment, and a dashboard's
+        # sum would count it twice.
+        self.leading: Callable[[], bool] | None = None
 
     def update(self, key: Key, state: Seen) -> None:
         with self._lock:
@@ -259,6 +263,12 @@ class ModelDeployments(Collector):
         return iter(())  # collected on each scrape; nothing to check at registration
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        leading = self.leading() if self.leading is not None else True
+        leader = GaugeMetricFamily("modeldeploy_leader", "1 while this replica holds the leader Lease, else 0.")
+        leader.add_metric([], 1.0 if leading else 0.0)
+        yield leader
+        if not leading:
+            return
         with self._lock:
             items = sorted(self._seen.items())
         keys = ["namespace", "name"]

@@ -56,6 +56,7 @@ def test_prometheus_scrapes_what_the_operator_did(cluster: Cluster, scraped: Pro
     assert value(prom, "sum(modeldeploy_workqueue_adds_total)") > 0
     lanes = {r["metric"]["lane"] for r in prom.query("modeldeploy_workqueue_depth")}
     assert lanes == {"asked", "answer", "found", "resync"}
+    assert value(prom, "modeldeploy_leader") == 1, "the one operator process leads"
     assert prom.query(f"modeldeploy_canary_weight{{{md}}}")[0]["value"][1] == "0"
 
     cluster.apply(sample("iris", namespace, replicas=4, rollout=STEPS, bento=V2))

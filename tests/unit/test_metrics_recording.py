@@ -60,3 +60,20 @@ class TestSeen:
         state = metrics.seen({"phase": "Sideways", "stable": {"revision": "aaa", "replicas": "2"}, "canary": []})
         assert state == metrics.Seen(phase=None, revisions=(metrics.Revision("stable", "aaa", 0, 0),),
                                      canary_weight=0, canary_step=0)  # fmt: skip
+
+
+class TestLeader:
+    def test_a_standby_says_so_and_exports_no_model_deployment_series(self) -> None:
+        key = fresh()
+        metrics.MODELDEPLOYMENTS.update(key, metrics.seen({"phase": "Ready", "stable": {"revision": "r1"}}))
+        before = metrics.MODELDEPLOYMENTS.leading
+        try:
+            metrics.MODELDEPLOYMENTS.leading = lambda: False
+            assert REGISTRY.get_sample_value("modeldeploy_leader") == 0
+            assert value("modeldeploy_phase", key, phase="Ready") is None, "two replicas would count it twice"
+            metrics.MODELDEPLOYMENTS.leading = lambda: True
+            assert REGISTRY.get_sample_value("modeldeploy_leader") == 1
+            assert value("modeldeploy_phase", key, phase="Ready") == 1
+        finally:
+            metrics.MODELDEPLOYMENTS.leading = before
+            metrics.forget(key)

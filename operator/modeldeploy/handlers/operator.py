@@ -303,6 +303,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         return runtime.queue.depth()
 
     metrics.MODELDEPLOYMENTS.queue_depth = queue_depth
+    metrics.MODELDEPLOYMENTS.leading = lambda: runtime.leading
     ours.reconciler.client.on_response = metrics.api_response
     # A measurement taken off the workers wakes its ModelDeployment (from the measuring thread).
     ours.reconciler.wake = lambda key: loop.call_soon_threadsafe(lambda: runtime.queue.add(key))
