@@ -6,7 +6,7 @@ up:   the local cluster with its real node; the operator image, the iris bento a
       Gateway (Traefik on a loopback port); the iris sample applied, exposed through that Gateway at
       iris.localhost; wait until it is Ready; print `kubectl get modeldeployments` and a prediction
       made through the Gateway at the model's status.url (curl and browsers resolve *.localhost to
-      the loopback address).
+      the loopback address); the cluster's Prometheus, and the operator's own metrics in it.
 down: stop the cluster: pods and containers, the node, the control plane.
 """
 
@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import yaml
 
@@ -94,6 +95,25 @@ def up() -> int:
     command, answer = predict(url)
     say(f"a prediction through the Gateway at the model's URL (its UI: open {url} in a browser):")
     print(f"$ {command}\n{answer}")
+    prometheus = addons.ensure_prometheus(info, builder)
+    # The operator's own metrics, scraped from its pods by the cluster's Prometheus (the chart's annotations).
+    query = "sum by (pod) (modeldeploy_leader)"
+    replicas = len(
+        cluster.json("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=modeldeploy-operator")[
+            "items"
+        ]
+    )
+
+    def scraped() -> list[dict[str, Any]] | None:
+        found = prometheus.query(query)
+        every_pod = len(found) == replicas and sum(float(s["value"][1]) for s in found) == 1
+        return found if every_pod else None
+
+    # Every operator pod scraped, exactly one of them the leader.
+    leaders = wait_for(scraped, timeout=90, what="the operator's metrics in Prometheus, one leader")
+    say(f"the operator's metrics in the cluster's Prometheus ({prometheus.url}): {query}")
+    for series in sorted(leaders, key=lambda s: s["metric"].get("pod", "")):
+        print(f"  {series['metric'].get('pod')}  {series['value'][1]}")
     say(f"up in {time.monotonic() - started:.0f}s. Try:")
     print(f"  export KUBECONFIG={info.kubeconfig} PATH={info.bin_dir}:$PATH")
     print("  kubectl get md -A; kubectl describe md iris; kubectl get pods -o wide")
