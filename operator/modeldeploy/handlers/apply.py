@@ -133,8 +133,11 @@ class Applier:
             and child.generation == generations.get(ref, child.generation)
         ):
             return None  # applied already, and nobody changed it since
-        optional_applied = self._optional_applied.setdefault((md.namespace, md.name), {})
-        if kind.optional and not full and optional_applied.get(ref) == applied_digest:
+        if (
+            kind.optional
+            and not full
+            and self._optional_applied.get((md.namespace, md.name), {}).get(ref) == applied_digest
+        ):
             return None  # written by this process already, unchanged since
         try:
             written = self._write(md, kind, obj, known)
@@ -151,7 +154,7 @@ class Applier:
             return name_conflict(obj, written)
         generations[ref] = written.get("metadata", {}).get("generation")
         if kind.optional:
-            optional_applied[ref] = applied_digest
+            self._optional_applied.setdefault((md.namespace, md.name), {})[ref] = applied_digest
         return None
 
     def _write(
