@@ -1,13 +1,16 @@
-"""Chaos: the leading operator SIGKILLed at random moments of canary walks, with the production Lease figures.
+"""Chaos: faults at random moments of canary walks, with the production Lease figures.
 
 Two replicas (as the chart runs them, lease 15 s / renew deadline 10 s / retry 2 s); in each trial a
-fresh ModelDeployment is made Ready on kwok nodes, updated to a new bento, and the Lease holder is
-SIGKILLed at a random moment of the walk and started again. Prints trials, converged (promoted with
-exactly the expected children, no Event posted twice), and the worst time from the kill to converged;
-exits non-zero unless every trial converged. The trials themselves are tests/cluster/chaos.py's, which
-`make test` runs a few of with a short Lease. Runs its own cluster (default .cluster-chaos/).
+fresh ModelDeployment is made Ready on kwok nodes, updated to a new bento, and at a random moment of
+the walk one fault strikes: the Lease holder SIGKILLed and started again (--trials, 20), the API
+server SIGKILLed and started again (--apiserver-restarts, 5), etcd likewise (--etcd-restarts, 1).
+Prints, per fault, trials, converged (promoted with exactly the expected children, no Event posted
+twice), and the worst time from the fault to converged; exits non-zero unless every trial converged.
+The trials themselves are tests/cluster/chaos.py's, which `make test` runs a few of with a short
+Lease. Runs its own cluster (default .cluster-chaos/).
 
-    .venv/bin/python benchmarks/chaos.py [--trials 20] [--seed N] [--dir .cluster-chaos]
+    .venv/bin/python benchmarks/chaos.py [--trials 20] [--apiserver-restarts 5] [--etcd-restarts 1]
+                                         [--seed N] [--dir .cluster-chaos]
 """
 
 from __future__ import annotations
@@ -24,15 +27,14 @@ import harness
 from modeldeploy.k8s.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))
-from chaos import Figures, Replicas, run_trial
-
-# The walk (two steps of 2 s on kwok pods) takes about 5 s; a kill after it tests the quiet case.
-WINDOW = 7.0
+from chaos import Figures, Replicas, fault_action, run_trial
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=20, help="of the leading operator SIGKILLed")
+    parser.add_argument("--apiserver-restarts", type=int, default=5)
+    parser.add_argument("--etcd-restarts", type=int, default=1)
     parser.add_argument("--seed", type=int, default=random.randrange(2**32))
     parser.add_argument("--dir", type=Path, default=harness.ROOT / ".cluster-chaos")
     args = parser.parse_args()
@@ -46,20 +48,26 @@ def main() -> int:
             bench.cluster.kubectl("create", "namespace", namespace)
             client = Client.from_environment(str(bench.cluster.kubeconfig))
             started = time.monotonic()
+            plan = (
+                ["operator"] * args.trials
+                + ["kube-apiserver"] * args.apiserver_restarts
+                + ["etcd"] * args.etcd_restarts
+            )
             trials = []
-            for index in range(args.trials):
+            for index, fault in enumerate(plan):
+                act = fault_action(fault, replicas, client, bench.local)
                 trial = run_trial(
-                    bench.cluster, client, replicas, namespace=namespace, index=index, rng=rng, window=WINDOW
+                    bench.cluster, client, namespace=namespace, index=index, rng=rng, fault=fault, act=act
                 )
                 print(f"  {trial.line()}", flush=True)
                 trials.append(trial)
             figures = Figures(trials)
-            times = [t.seconds for t in trials if t.converged]
-            print(f"chaos (seed {args.seed}, {time.monotonic() - started:.0f}s): {figures.line()}")
-            if times:
-                print(
-                    f"time to converge after the kill: median {statistics.median(times):.1f}s, worst {max(times):.1f}s"
-                )
+            print(f"chaos (seed {args.seed}, {time.monotonic() - started:.0f}s):")
+            for fault in dict.fromkeys(plan):
+                of_fault = [t for t in trials if t.fault == fault]
+                times = [t.seconds for t in of_fault if t.converged]
+                median = f", median {statistics.median(times):.1f}s" if times else ""
+                print(f"  {Figures(of_fault).line()}{median}")
             lost = sum(1 for t in trials if t.lost_events)
             print(f"trials where a transition's Event was never posted (killed between status and event): {lost}")
             tracebacks = replicas.tracebacks()

@@ -1,9 +1,10 @@
-"""Chaos: the leading operator SIGKILLed at a random moment of a canary walk, and what the cluster looks like after.
+"""Chaos: a fault at a random moment of a canary walk, and what the cluster looks like after.
 
 Shared by tests/cluster/test_chaos.py (a few trials, in `make test`) and benchmarks/chaos.py (more,
-printing trials / converged / worst time to converge). Two replicas run, as the chart runs them; in
-each trial a fresh ModelDeployment is made Ready, updated to a new bento, and at a random moment of
-the walk that follows the replica holding the Lease is killed and started again (as a standby). The
+printing trials / converged / worst time to converge per fault). Two replicas run, as the chart runs
+them; in each trial a fresh ModelDeployment is made Ready, updated to a new bento, and at a random
+moment of the walk that follows one fault strikes: the replica holding the Lease SIGKILLed and started
+again (as a standby), or the API server or etcd SIGKILLed and started again with the same data. The
 trial converges when the canary is promoted with exactly the expected children (one Deployment, of
 the new image, and one Service), and no Event of the operator's was posted twice.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localcluster import LocalCluster
 from localcluster.kit import OPERATOR_NAMESPACE, Cluster, Operator, sample
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.k8s.client import Client
@@ -69,21 +71,44 @@ class Replicas:
         return [t for process in self.processes.values() for t in process.tracebacks()]
 
 
+# What strikes in a trial: the leading operator, or a control-plane process (LocalCluster.restart_component),
+# and within how many seconds of the update. The walk (two steps of 2 s on kwok pods) takes about 5 s: a kill
+# of the operator after it tests the quiet case too; the restarts strike while the canary is recorded.
+WINDOWS = {"operator": (0.0, 7.0), "kube-apiserver": (0.5, 4.0), "etcd": (0.5, 4.0)}
+FAULTS = tuple(WINDOWS)
+
+
+def fault_action(fault: str, replicas: Replicas, client: Client, local: LocalCluster | None) -> Callable[[], str]:
+    """The act of FAULT, returning what was done."""
+    if fault == "operator":
+        return lambda: f"leader {replicas.kill_leader(client)} SIGKILLed"
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+    if local is None:
+        raise ValueError(f"restarting {fault} needs the local cluster")
+    return lambda: f"{fault} SIGKILLed, healthy again after {local.restart_component(fault):.1f}s"
+
+
 @dataclass
 class Trial:
     index: int
-    delay: float  # seconds after the update at which the leader was killed
-    at_kill: str  # where the rollout was then
+    fault: str
+    delay: float  # seconds after the update at which the fault struck
+    at_fault: str  # where the rollout was then
+    done: str = ""  # what the fault did
     converged: bool = False
-    seconds: float = 0.0  # from the kill to converged
+    seconds: float = 0.0  # from the fault to converged
     problems: list[str] = field(default_factory=list)
     lost_events: list[str] = field(default_factory=list)  # transitions recorded, their Event not posted
 
     def line(self) -> str:
-        outcome = f"converged {self.seconds:.1f}s after the kill" if self.converged else "NOT converged"
+        outcome = f"converged {self.seconds:.1f}s after the fault" if self.converged else "NOT converged"
         lost = f", events not posted: {self.lost_events}" if self.lost_events else ""
         problems = f": {'; '.join(self.problems)}" if self.problems else ""
-        return f"trial {self.index}: killed {self.delay:.1f}s into the walk ({self.at_kill}), {outcome}{lost}{problems}"
+        return (
+            f"trial {self.index} ({self.fault}), {self.delay:.1f}s into the walk ({self.at_fault}): "
+            f"{self.done or 'no fault'}; {outcome}{lost}{problems}"
+        )
 
 
 def _wait(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
@@ -146,31 +171,30 @@ def operator_events(client: Client, namespace: str, name: str) -> list[dict[str,
 def run_trial(
     cluster: Cluster,
     client: Client,
-    replicas: Replicas,
     *,
     namespace: str,
     index: int,
     rng: random.Random,
-    window: float,
+    fault: str,
+    act: Callable[[], str],
 ) -> Trial:
     name = f"chaos-{index}"
     cluster.apply(sample(name, namespace, replicas=4, rollout={"steps": STEPS}, bento={"image": V1}))
     if not _wait(lambda: not problems_left(client, namespace, name, V1), timeout=90):
         problems = problems_left(client, namespace, name, V1)
-        return Trial(index, 0.0, "v1", problems=["v1 never Ready: " + "; ".join(problems)])
+        return Trial(index, fault, 0.0, "v1", problems=["v1 never Ready: " + "; ".join(problems)])
     cluster.apply(sample(name, namespace, replicas=4, rollout={"steps": STEPS}, bento={"image": V2}))
     updated = time.monotonic()
-    delay = rng.uniform(0, window)
+    delay = rng.uniform(*WINDOWS[fault])
     time.sleep(max(0.0, updated + delay - time.monotonic()))
-    at_kill = _where(client.get(API_VERSION, KIND, namespace, name))
-    replicas.kill_leader(client)
-    killed = time.monotonic()
-    trial = Trial(index, delay, at_kill)
+    trial = Trial(index, fault, delay, _where(client.get(API_VERSION, KIND, namespace, name)))
+    struck = time.monotonic()
+    trial.done = act()
     if not _wait(lambda: not problems_left(client, namespace, name, V2), timeout=150):
         trial.problems = problems_left(client, namespace, name, V2)
         return trial
     trial.converged = True
-    trial.seconds = time.monotonic() - killed
+    trial.seconds = time.monotonic() - struck
     # The events of the last transition follow its status write: give them a moment.
     _wait(lambda: any(e["reason"] == "Promoted" for e in operator_events(client, namespace, name)), timeout=5)
     events = operator_events(client, namespace, name)
@@ -198,11 +222,12 @@ class Figures:
 
     @property
     def mid_walk(self) -> int:
-        """Trials whose kill came while a canary was in the status (not before it was recorded, nor after)."""
-        return sum(1 for t in self.trials if t.at_kill.startswith("canary"))
+        """Trials whose fault came while a canary was in the status (not before it was recorded, nor after)."""
+        return sum(1 for t in self.trials if t.at_fault.startswith("canary"))
 
     def line(self) -> str:
+        faults = "/".join(sorted({t.fault for t in self.trials})) or "none"
         return (
-            f"trials {len(self.trials)} ({self.mid_walk} killed mid-walk), converged {self.converged}, "
-            f"worst time to converge after the kill {self.worst:.1f}s"
+            f"{faults}: trials {len(self.trials)} ({self.mid_walk} struck mid-walk), converged {self.converged}, "
+            f"worst time to converge after the fault {self.worst:.1f}s"
         )

@@ -1,9 +1,13 @@
-"""Chaos, bounded: the leading operator SIGKILLed at random moments of canary walks (tests/cluster/chaos.py).
+"""Chaos, bounded: faults at random moments of canary walks (tests/cluster/chaos.py).
 
-A few trials in `make test`, with a short Lease (4 s) so that each takes seconds: what is tested here is
-that a rollout resumes from wherever the kill left it, with exactly the expected children and no
-duplicated Event; the takeover time with the production figures is test_leader_election's, and
-benchmarks/chaos.py runs more trials with them.
+A few trials in `make test`, with a short Lease (4 s) so that each takes seconds: the leading operator
+SIGKILLed (3 trials), the API server SIGKILLed and started again (1), etcd likewise (1). What is tested
+here is that a rollout resumes from wherever the fault left it, with exactly the expected children and
+no duplicated Event; the takeover time with the production figures is test_leader_election's, and
+benchmarks/chaos.py runs more trials with them (20 / 5 / 1).
+
+The control-plane faults strike the session's own cluster, so the tests after this one also check that
+everything else (the node, kwok, the controllers) came through them.
 """
 
 from __future__ import annotations
@@ -15,16 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from chaos import Figures, Replicas, run_trial
+from chaos import Figures, Replicas, fault_action, run_trial
+from localcluster import LocalCluster
 from localcluster.kit import Cluster, Operator
 from modeldeploy.k8s.client import Client
 
+from clusterstack import TEST_CLUSTER_DIR
+
 TRIALS = int(os.environ.get("MODELDEPLOY_CHAOS_TRIALS", "3"))
-# The walk (two steps of 2 s on kwok pods) takes about 5 s; a kill after it tests the quiet case.
-WINDOW = 7.0
+RESTARTS = int(os.environ.get("MODELDEPLOY_CHAOS_RESTARTS", "1"))  # of the API server, and of etcd
 SHORT_LEASE = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "1")
 
-pytestmark = pytest.mark.timeout(120 + 90 * TRIALS)
+pytestmark = pytest.mark.timeout(120 + 90 * (TRIALS + 2 * RESTARTS))
 
 
 @pytest.fixture
@@ -40,20 +46,25 @@ def replicas(cluster: Cluster, operator: Operator, tmp_path: Path) -> Iterator[R
         operator.start()
 
 
-def test_a_leader_killed_at_random_moments_of_canary_walks_the_rollouts_converge(
+def test_faults_at_random_moments_of_canary_walks_the_rollouts_converge(
     cluster: Cluster, replicas: Replicas, namespace: str
 ) -> None:
+    if cluster.provider != "local":
+        pytest.skip("restarts the API server and etcd: the local cluster only")
     seed = int(os.environ.get("MODELDEPLOY_CHAOS_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
     client = Client.from_environment(str(cluster.kubeconfig))
-    trials = [
-        run_trial(cluster, client, replicas, namespace=namespace, index=i, rng=rng, window=WINDOW)
-        for i in range(TRIALS)
-    ]
-    figures = Figures(trials)
-    print(f"\nchaos (seed {seed}, MODELDEPLOY_CHAOS_SEED to replay): {figures.line()}")
+    local = LocalCluster(TEST_CLUSTER_DIR)
+    plan = ["operator"] * TRIALS + ["kube-apiserver"] * RESTARTS + ["etcd"] * RESTARTS
+    trials = []
+    for index, fault in enumerate(plan):
+        act = fault_action(fault, replicas, client, local)
+        trials.append(run_trial(cluster, client, namespace=namespace, index=index, rng=rng, fault=fault, act=act))
+    print(f"\nchaos (seed {seed}, MODELDEPLOY_CHAOS_SEED to replay):")
+    for fault in dict.fromkeys(plan):
+        print(f"  {Figures([t for t in trials if t.fault == fault]).line()}")
     for trial in trials:
         print(f"  {trial.line()}")
-    assert figures.converged == len(trials), "\n".join(t.line() for t in trials if not t.converged)
-    assert replicas.kills == len(trials)
+    assert Figures(trials).converged == len(trials), "\n".join(t.line() for t in trials if not t.converged)
+    assert replicas.kills == TRIALS
     assert not replicas.tracebacks(), replicas.tracebacks()[0]

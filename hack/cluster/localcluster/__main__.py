@@ -1,4 +1,4 @@
-"""`python -m localcluster`: up, down, status, env, gateway-api-crds, fake-nodes, images, build."""
+"""`python -m localcluster`: up, down, status, env, gateway-api-crds, fake-nodes, images, restart, build."""
 
 from __future__ import annotations
 
@@ -86,6 +86,12 @@ def _cmd_images(cluster: LocalCluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_restart(cluster: LocalCluster, args: argparse.Namespace) -> int:
+    seconds = cluster.restart_component(args.name, kill=not args.graceful)
+    print(f"{args.name} healthy again {seconds:.1f}s after the {'SIGTERM' if args.graceful else 'SIGKILL'}")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[LocalCluster, argparse.Namespace], int]] = {
     "up": _cmd_up,
     "down": _cmd_down,
@@ -94,6 +100,7 @@ _COMMANDS: dict[str, Callable[[LocalCluster, argparse.Namespace], int]] = {
     "gateway-api-crds": _cmd_crds,
     "fake-nodes": _cmd_fake_nodes,
     "images": _cmd_images,
+    "restart": _cmd_restart,
 }
 
 
@@ -122,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("fake-nodes", parents=[common], help="print the kwok Node manifests (for another cluster)")
     imgs = sub.add_parser("images", parents=[common], help="build the base images into the cluster's registry")
     imgs.add_argument("names", nargs="*", choices=["pause", "python-base", "bento-runtime", "operator"])
+    restart = sub.add_parser("restart", parents=[common], help="SIGKILL one component and start it again (chaos)")
+    restart.add_argument("name", help="a component of `status` (etcd, kube-apiserver, kubelet, ...)")
+    restart.add_argument("--graceful", action="store_true", help="SIGTERM and wait, rather than SIGKILL")
     sub.add_parser("build", help="build and cache every binary (runs build.sh)")
     return parser
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from localcluster import controlplane as cp
 from localcluster import health, hostnet, images, node, nodeconfig, pki, registry, teardown
 from localcluster.api import Api
-from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, is_ours, spawn, stop
+from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, gone, is_ours, spawn, stop
 from localcluster.process import wait as wait_until
 from localcluster.state import STATE_VERSION, StateFile, record
 from localcluster.versions import (
@@ -216,6 +217,26 @@ class LocalCluster:
             api = Api(state["server"], self.layout.pki)
             self._wait_healthy(state, name, api, time.monotonic() + timeout)
 
+    def restart_component(self, name: str, *, kill: bool = True, timeout: float = 60.0) -> float:
+        """Stop one recorded process (SIGKILL, or SIGTERM with kill=False) and start it again with the same
+        command line, ports and data (etcd keeps its store): a crash or a restart, for chaos tests.
+        Returns the seconds from the stop until its health check passed again."""
+        with self.state.lock():
+            state = self.state.read()
+            old = record(state, name) if state else None
+            if state is None or old is None:
+                raise ClusterError(f"the cluster in {self.dir} has no process {name!r} to restart")
+            stopped = time.monotonic()
+            if kill and is_ours(old):
+                os.kill(old.pid, signal.SIGKILL)
+            stop([[old]], log=self._log)
+            # A process stops being "ours" as it starts exiting, but its other threads hold its sockets (the port)
+            # until the last one is gone and the process reaped: by us if it is our child, else by init.
+            wait_until(f"{name} (pid {old.pid}) gone", lambda: gone(old.pid), time.monotonic() + 15)
+            self._spawn(state, name, old.cmdline, state.get("env", {}).get(name), append=True)
+            self._wait_healthy(state, name, Api(state["server"], self.layout.pki), time.monotonic() + timeout)
+            return time.monotonic() - stopped
+
     def component_alive(self, name: str) -> bool:
         state = self.state.read()
         rec = record(state, name) if state else None
@@ -260,9 +281,19 @@ class LocalCluster:
         self.state.write(state)
         return self._info_from_state(state)
 
-    def _spawn(self, state: dict[str, Any], name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
-        record = spawn(args, self.layout.logs / f"{name}.log", env)
+    def _spawn(
+        self,
+        state: dict[str, Any],
+        name: str,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        append: bool = False,
+    ) -> None:
+        record = spawn(args, self.layout.logs / f"{name}.log", env, append=append)
         state["processes"][name] = dataclasses.asdict(record)
+        if env:  # for restart_component
+            state.setdefault("env", {})[name] = dict(env)
         # Written after each spawn so that an interrupted `up` can be cleaned up.
         self.state.write(state)
         self._log(f"started {name} (pid {record.pid}), log: {record.log}")

@@ -152,6 +152,9 @@ def apiserver_args(b: Binaries, layout: Layout, ports: Mapping[str, int]) -> lis
         f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
         "--bind-address=127.0.0.1",
         f"--secure-port={ports['kube-apiserver']}",
+        # SO_REUSEADDR: a restart (LocalCluster.restart_component) binds the port again at once, with the
+        # connections of the previous process still in TIME_WAIT.
+        "--permit-address-sharing=true",
         # Without it the API server advertises the host's first non-loopback address. With a
         # loopback one it refuses to start unless the endpoint reconciler is off ("may not be in
         # the loopback range"): the real node writes the `kubernetes` Service's endpoints itself

@@ -86,22 +86,32 @@ def reap(pid: int, timeout: float = 0.0) -> None:
         time.sleep(0.01)
 
 
-def spawn(args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> ProcessRecord:
+def gone(pid: int) -> bool:
+    """The process has exited and been reaped (reaped here if it is our child): no thread of it holds anything."""
+    reap(pid)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def spawn(
+    args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, *, append: bool = False
+) -> ProcessRecord:
     """Start a component, its output in log_path, in its own session.
 
     posix_spawn rather than Popen: the component outlives a CLI `up` on purpose, and a Popen
     object would report it as leaked ("subprocess still running" ResourceWarning) when a test
     session ends. The new session keeps a Ctrl-C or hang-up of the caller's terminal away from it.
+    The log is truncated unless `append` (a restart keeps what the previous run wrote).
     """
     args = list(args)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    mode = os.O_APPEND if append else os.O_TRUNC
     pid = os.posix_spawn(
         args[0],
         args,
         {**os.environ, **(env or {})},
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | mode, 0o644),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ],
         setsid=True,
