@@ -157,6 +157,37 @@ class TestApplySkipping:
         run(reconciler, client)
         assert client.written() == [("Service", "iris")]
 
+    def test_a_child_just_created_is_not_written_again_before_the_watch_shows_it(self) -> None:
+        client = FakeClient(md_body())
+        reconciler = shell(client)
+        run(reconciler, client, {**client.md})
+        client.calls.clear()
+        # The next reconcile (its own status write, a requeue) comes before the watch delivered the children.
+        reconciler.reconcile("ml", "iris", {}, client.md)
+        assert client.written() == [], "one write per child at creation, not a POST and then a PATCH"
+        run(reconciler, client)  # the watch caught up
+        assert client.written() == []
+
+    def test_a_child_deleted_before_the_watch_showed_it_is_created_again(self) -> None:
+        client = FakeClient(md_body())
+        reconciler = shell(client)
+        run(reconciler, client, {**client.md})
+        del client.objects["v1", "Service", "ml", "iris"]
+        reconciler.child_deleted("ml", "iris", "Service", "iris")  # the watch's DELETED event
+        client.calls.clear()
+        reconciler.reconcile("ml", "iris", client.indexed(), client.md)
+        assert client.written() == [("Service", "iris")]
+
+    def test_a_child_the_watch_showed_and_then_lost_is_created_again(self) -> None:
+        client = FakeClient(md_body())
+        reconciler = shell(client)
+        run(reconciler, client, {**client.md})
+        run(reconciler, client)  # the index has every child now
+        del client.objects["v1", "Service", "ml", "iris"]
+        reconciler.child_deleted("ml", "iris", "Service", "iris")
+        run(reconciler, client)
+        assert client.written() == [("Service", "iris")], "created, not applied to a uid that is gone"
+
     def test_a_child_changed_by_hand_is_applied_again(self) -> None:
         client = FakeClient(md_body())
         reconciler = shell(client)

@@ -66,12 +66,24 @@ class Applier:
     # What the operator last wrote of each optional child (those kinds are not watched, so there is no
     # cached copy to compare with): an unchanged one is written again only by the periodic full apply.
     _optional_applied: dict[Key, dict[Ref, str]] = field(default_factory=dict)
+    # What the operator wrote of each watched child the watch has not shown yet (the digest): a reconcile
+    # that runs before the watch delivers a child just created does not write it a second time. Dropped
+    # once the index has the child, or the watch says it was deleted (`child_deleted`).
+    _unseen: dict[Key, dict[Ref, str]] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self._full_apply.pop(key, None)
         self._generations.pop(key, None)
         self._uids.pop(key, None)
         self._optional_applied.pop(key, None)
+        self._unseen.pop(key, None)
+
+    def child_deleted(self, key: Key, ref: Ref) -> None:
+        """The watch saw a child of KEY deleted: the next reconcile creates it again if it is still wanted."""
+        for memo in (self._unseen, self._uids):
+            kept = memo.get(key)
+            if kept is not None:
+                kept.pop(ref, None)
 
     def apply(self, md: ModelDeployment, result: Plan, indexed: Children, unserved: frozenset[str]) -> list[Problem]:
         """Apply what the plan wants, remove what it no longer wants; the problems of children not written."""
@@ -79,6 +91,10 @@ class Applier:
         mine = {ref: child for ref, child in indexed.items() if owned(child, md)}
         known = self._uids.setdefault(key, {})
         known.update({ref: child.uid for ref, child in mine.items()})
+        unseen = self._unseen.get(key)
+        if unseen:
+            for ref in mine:
+                unseen.pop(ref, None)  # the index has it now: its copy is what is compared with
         # Optional kinds nothing needs (a PodMonitor) are written where the cluster serves them, and only there.
         served = frozenset(kind.kind for kind in IF_SERVED if self.observer.served(kind.kind))
         desired = render_children(
@@ -133,6 +149,8 @@ class Applier:
             and child.generation == generations.get(ref, child.generation)
         ):
             return None  # applied already, and nobody changed it since
+        if child is None and not full and self._unseen.get((md.namespace, md.name), {}).get(ref) == applied_digest:
+            return None  # written by this process a moment ago; the watch has not shown it yet
         if (
             kind.optional
             and not full
@@ -153,6 +171,8 @@ class Applier:
         if isinstance(written, Child):
             return name_conflict(obj, written)
         generations[ref] = written.get("metadata", {}).get("generation")
+        if child is None and not kind.optional:
+            self._unseen.setdefault((md.namespace, md.name), {})[ref] = applied_digest
         if kind.optional:
             self._optional_applied.setdefault((md.namespace, md.name), {})[ref] = applied_digest
         return None

@@ -173,6 +173,11 @@ async def _queue_owner(
     if runtime is None:
         return
     key = (namespace or "", labels[NAME_LABEL])
+    if event.get("type") == "DELETED":
+        body = event.get("object") or {}
+        runtime.settings.reconciler.child_deleted(
+            key[0], key[1], body.get("kind", ""), (body.get("metadata") or {}).get("name", "")
+        )
     if _listed(event):
         runtime.queue.add(key, Lane.FOUND)
     else:

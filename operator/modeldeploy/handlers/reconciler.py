@@ -107,6 +107,10 @@ class Reconciler:
         if self.measurements is not None:
             self.measurements.forget(key)
 
+    def child_deleted(self, namespace: str, owner: str, kind: str, name: str) -> None:
+        """The watch saw a child of the ModelDeployment OWNER deleted."""
+        self.applier.child_deleted((namespace, owner), (kind, name))
+
     def _latest(self, key: Key, cached: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The object to decide on: never older than the operator's own last write to it.
 
