@@ -74,9 +74,17 @@ class FakeClient:
         stored = copy.deepcopy(obj)
         fresh_uid = current["metadata"]["uid"] if current is not None else self._new_uid(obj)
         generation = current["metadata"].get("generation", 0) + 1 if current is not None else 1
-        stored["metadata"].update(uid=fresh_uid, generation=generation)
+        entries = [
+            e for e in (current or {}).get("metadata", {}).get("managedFields", []) if e["manager"] != field_manager
+        ]
+        entries += [
+            e for e in (current or {}).get("metadata", {}).get("managedFields", []) if e["manager"] == field_manager
+        ]
+        if {"manager": field_manager, "operation": "Apply"} not in entries:
+            entries.append({"manager": field_manager, "operation": "Apply"})
+        stored["metadata"].update(uid=fresh_uid, generation=generation, managedFields=entries)
         self.add(stored)
-        return stored
+        return copy.deepcopy(stored)
 
     def create(self, obj: dict[str, Any], field_manager: str = "modeldeploy") -> dict[str, Any] | None:
         self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
@@ -85,9 +93,20 @@ class FakeClient:
         if self._key(obj) in self.objects:
             return None
         stored = copy.deepcopy(obj)
-        stored["metadata"].update(uid=self._new_uid(obj), generation=1)
+        # A create records its fields under an Update entry of the field manager, as the API server does.
+        stored["metadata"].update(
+            uid=self._new_uid(obj), generation=1, managedFields=[{"manager": field_manager, "operation": "Update"}]
+        )
         self.add(stored)
         return copy.deepcopy(stored)
+
+    def adopt(self, current: dict[str, Any], field_manager: str = "modeldeploy") -> None:
+        self.calls.append(("adopt", current["kind"], current["metadata"]["name"]))
+        stored = self.objects[self._key(current)]
+        assert stored["metadata"]["uid"] == current["metadata"]["uid"]
+        for entry in stored["metadata"].get("managedFields", []):
+            if entry["manager"] == field_manager and entry["operation"] == "Update":
+                entry["operation"] = "Apply"
 
     def _new_uid(self, obj: dict[str, Any]) -> str:
         self.created += 1

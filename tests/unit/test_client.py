@@ -91,18 +91,37 @@ class TestWrites:
         assert sent["headers"]["Content-Type"] == "application/apply-patch+yaml"
         assert sent["body"]["metadata"]["uid"] == "u-1"
 
-    def test_a_create_takes_its_fields_as_applied(self, client: Client, transport: Transport) -> None:
+    def test_a_create_is_one_post(self, client: Client, transport: Transport) -> None:
         created = service()
-        created["metadata"]["managedFields"] = [
-            {"manager": "modeldeploy", "operation": "Update", "fieldsV1": {"f:spec": {}}},
-            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {}},
-        ]
-        transport.answers = [Answer(201, created), Answer(200, created)]
-        client.create(service())
-        post, patch = transport.sent
+        created["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Update", "fieldsV1": {}}]
+        transport.answers = [Answer(201, created)]
+        assert client.create(service()) == created
+        [post] = transport.sent
         assert (post["method"], post["url"]) == ("POST", "/api/v1/namespaces/ml/services?fieldManager=modeldeploy")
+
+    def test_adopt_takes_the_fields_of_a_create_as_applied_pinned_to_the_uid(
+        self, client: Client, transport: Transport
+    ) -> None:
+        current = service()
+        current["metadata"] |= {
+            "uid": "u-1",
+            "managedFields": [
+                {"manager": "modeldeploy", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {}},
+            ],
+        }
+        transport.answers = [Answer(200, current)]
+        client.adopt(current)
+        [patch] = transport.sent
         assert patch["method"] == "PATCH" and patch["headers"]["Content-Type"] == "application/merge-patch+json"
+        assert patch["body"]["metadata"]["uid"] == "u-1"
         assert [e["operation"] for e in patch["body"]["metadata"]["managedFields"]] == ["Apply", "Update"]
+
+    def test_adopt_of_an_object_applied_already_sends_nothing(self, client: Client, transport: Transport) -> None:
+        current = service()
+        current["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply", "fieldsV1": {}}]
+        client.adopt(current)
+        assert transport.sent == []
 
     def test_a_create_of_a_taken_name_returns_none_and_sends_nothing_more(
         self, client: Client, transport: Transport

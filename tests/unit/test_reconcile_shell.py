@@ -13,7 +13,8 @@ from typing import Any
 
 from modeldeploy.handlers.apply import HANDOFF_MANAGER
 from modeldeploy.handlers.reconciler import CHILD_RECHECK, CONFLICT_RETRY, Reconciler
-from modeldeploy.k8s.client import FIELD_MANAGER, ApiError
+from modeldeploy.k8s.client import ApiError
+from modeldeploy.k8s.objects import FIELD_MANAGER
 
 from factories import md_body
 from fakes import NOW, FakeClient, condition, reconcile
@@ -155,6 +156,31 @@ class TestApplySkipping:
         run(reconciler, client)
         change_spec(client, service={"port": 8080})
         run(reconciler, client)
+        assert client.written() == [("Service", "iris")]
+
+    def test_a_child_created_is_adopted_before_its_first_apply_and_only_then(self) -> None:
+        client = FakeClient(md_body())
+        reconciler = shell(client)
+        run(reconciler, client)
+        assert ("adopt", "Service", "iris") not in client.calls, "a create is one request"
+        run(reconciler, client)
+        change_spec(client, service={"port": 8080})
+        run(reconciler, client)
+        service = [call for call in client.calls if call[1:] == ("Service", "iris")]
+        assert service == [("get", "Service", "iris"), ("adopt", "Service", "iris"), ("apply", "Service", "iris")]
+        change_spec(client, service={"port": 8081})
+        run(reconciler, client)
+        assert client.kinds("adopt") == [] and client.written() == [("Service", "iris")]
+        assert ("get", "Service", "iris") not in client.calls
+
+    def test_a_child_created_and_changed_before_the_watch_shows_it_is_adopted_too(self) -> None:
+        client = FakeClient(md_body())
+        reconciler = shell(client)
+        run(reconciler, client, {**client.md})
+        change_spec(client, service={"port": 8080})
+        client.calls.clear()
+        reconciler.reconcile("ml", "iris", {}, client.md)
+        assert ("adopt", "Service", "iris") in client.calls
         assert client.written() == [("Service", "iris")]
 
     def test_a_child_just_created_is_not_written_again_before_the_watch_shows_it(self) -> None:

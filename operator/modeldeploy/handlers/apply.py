@@ -33,7 +33,8 @@ from modeldeploy.k8s.children import (
     read_child,
     render_children,
 )
-from modeldeploy.k8s.client import FIELD_MANAGER, ApiError, Client, ObjectRef
+from modeldeploy.k8s.client import ApiError, Client, ObjectRef
+from modeldeploy.k8s.objects import FIELD_MANAGER
 from modeldeploy.model.digest import digest
 from modeldeploy.model.meta import child_name
 from modeldeploy.model.observed import DeploymentState
@@ -70,6 +71,9 @@ class Applier:
     # that runs before the watch delivers a child just created does not write it a second time. Dropped
     # once the index has the child, or the watch says it was deleted (`child_deleted`).
     _unseen: dict[Key, dict[Ref, str]] = field(default_factory=dict)
+    # Children this process created (POST) and has not adopted (Client.adopt) since, until the index has them
+    # (then Child.unadopted says it).
+    _created: dict[Key, set[Ref]] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self._full_apply.pop(key, None)
@@ -77,6 +81,7 @@ class Applier:
         self._uids.pop(key, None)
         self._optional_applied.pop(key, None)
         self._unseen.pop(key, None)
+        self._created.pop(key, None)
 
     def child_deleted(self, key: Key, ref: Ref) -> None:
         """The watch saw a child of KEY deleted: the next reconcile creates it again if it is still wanted."""
@@ -84,6 +89,7 @@ class Applier:
             kept = memo.get(key)
             if kept is not None:
                 kept.pop(ref, None)
+        self._created.get(key, set()).discard(ref)
 
     def apply(self, md: ModelDeployment, result: Plan, indexed: Children, unserved: frozenset[str]) -> list[Problem]:
         """Apply what the plan wants, remove what it no longer wants; the problems of children not written."""
@@ -91,10 +97,13 @@ class Applier:
         mine = {ref: child for ref, child in indexed.items() if owned(child, md)}
         known = self._uids.setdefault(key, {})
         known.update({ref: child.uid for ref, child in mine.items()})
-        unseen = self._unseen.get(key)
-        if unseen:
-            for ref in mine:
-                unseen.pop(ref, None)  # the index has it now: its copy is what is compared with
+        unseen, created = self._unseen.get(key), self._created.get(key)
+        if unseen or created:
+            for ref in mine:  # the index has it now: its copy is what is compared with
+                if unseen:
+                    unseen.pop(ref, None)
+                if created:
+                    created.discard(ref)
         # Optional kinds nothing needs (a PodMonitor) are written where the cluster serves them, and only there.
         served = frozenset(kind.kind for kind in IF_SERVED if self.observer.served(kind.kind))
         desired = render_children(
@@ -158,7 +167,7 @@ class Applier:
         ):
             return None  # written by this process already, unchanged since
         try:
-            written = self._write(md, kind, obj, known)
+            written = self._write(md, kind, obj, known, child)
         except ApiError as err:
             if err.not_found and kind.optional:
                 self.observer.forget_served(kind.kind)  # the CRD went away: ask again next time
@@ -178,17 +187,19 @@ class Applier:
         return None
 
     def _write(
-        self, md: ModelDeployment, kind: ChildKind, obj: dict[str, Any], known: dict[Ref, str]
+        self, md: ModelDeployment, kind: ChildKind, obj: dict[str, Any], known: dict[Ref, str], child: Child | None
     ) -> dict[str, Any] | Child:
         """The object as written, or the Child of someone else's object that has the name."""
         meta = obj["metadata"]
         ref = (obj["kind"], meta["name"])
+        key = (md.namespace, md.name)
         for _ in range(ATTEMPTS):
             uid = known.get(ref)
             if uid is None:
                 created = self.client.create(obj)
                 if created is not None:
                     known[ref] = created["metadata"]["uid"]
+                    self._created.setdefault(key, set()).add(ref)
                     log.info("%s/%s: created %s %s", md.namespace, md.name, *ref)
                     return created
                 found = self.client.get(kind.api_version, kind.kind, meta["namespace"], meta["name"])
@@ -198,6 +209,14 @@ class Applier:
                 if not owned(existing, md):
                     return existing
                 uid = known[ref] = existing.uid
+                if existing.unadopted:
+                    self.client.adopt(found)
+            elif (child.unadopted and child.uid == uid) if child is not None else ref in self._created.get(key, ()):
+                # Its first apply since the operator created it: the create's fields are taken as applied first.
+                found = self.client.get(kind.api_version, kind.kind, meta["namespace"], meta["name"])
+                if found is not None and found["metadata"].get("uid") == uid:
+                    self.client.adopt(found)
+            self._created.get(key, set()).discard(ref)
             try:
                 return self.client.apply(obj, uid=uid)
             except ApiError as err:

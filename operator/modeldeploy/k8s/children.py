@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.k8s.objects import deployment_state
+from modeldeploy.k8s.objects import created_not_applied, deployment_state
 from modeldeploy.model.desired import Desired
 from modeldeploy.model.observed import DeploymentState
 from modeldeploy.model.revision import RevisionPlan
@@ -123,6 +123,8 @@ class Child:
     state: DeploymentState | None = None
     applied: str | None = None  # the APPLIED_ANNOTATION it carries
     generation: int | None = None
+    # Created by the operator and never applied since: Client.adopt comes before its first apply.
+    unadopted: bool = False
 
 
 def read_child(kind: ChildKind, obj: Mapping[str, Any]) -> Child:
@@ -137,4 +139,5 @@ def read_child(kind: ChildKind, obj: Mapping[str, Any]) -> Child:
         state=kind.observe(obj) if kind.observe is not None else None,
         applied=(meta.get("annotations") or {}).get(APPLIED_ANNOTATION),
         generation=meta.get("generation"),
+        unadopted=created_not_applied(meta),
     )

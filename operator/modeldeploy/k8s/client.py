@@ -24,12 +24,11 @@ from kubernetes import config as k8s_config
 from modeldeploy import __version__
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, PLURAL
 from modeldeploy.k8s.children import CHILD_KINDS
+from modeldeploy.k8s.objects import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 # One line per write sent, at DEBUG (`modeldeploy run --log-writes`): which process wrote what.
 writes = logging.getLogger("modeldeploy.writes")
-
-FIELD_MANAGER = "modeldeploy"
 
 # apiVersion, kind -> plural: the child kinds of the table, and what else the operator reads or writes.
 PLURALS: dict[tuple[str, str], str] = {(child.api_version, child.kind): child.plural for child in CHILD_KINDS} | {
@@ -251,13 +250,13 @@ class Client:
         return result
 
     def create(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
-        """Create an object as if it had been applied; None when one of that name exists already.
+        """Create an object (POST); None when one of that name exists already.
 
-        A create records its fields under an Update entry of the field manager, which later applies
-        would share: a field they stop sending would stay. One patch turns that entry into the Apply
-        entry those applies own. It replaces the whole list (a JSON patch test of the resourceVersion
-        would lose to the controllers' first status writes): an entry another manager added meanwhile
-        is dropped, which costs nothing, as Update entries never conflict and are written again.
+        Server-side apply cannot create without the risk of landing on someone else's object, so children are
+        created by a POST, which records their fields under an Update entry of the field manager. Applies would
+        share that entry's fields without owning them (a field they stop sending would stay): `adopt` turns it
+        into the Apply entry before the object's first apply, so an object that is never changed costs one
+        request, not two.
         """
         ref = ObjectRef.of(obj)
         try:
@@ -271,18 +270,27 @@ class Client:
             if err.already_exists:
                 return None
             raise
-        entries = created.get("metadata", {}).get("managedFields") or []
+        return created
+
+    def adopt(self, current: dict[str, Any], field_manager: str = FIELD_MANAGER) -> None:
+        """Take the fields a create recorded under the field manager's Update entry as applied (CURRENT: the object
+        as read). The patch replaces the whole list, pinned to the object's uid (a JSON patch test of the
+        resourceVersion would lose to the controllers' first status writes): an entry another manager added
+        meanwhile is dropped, which costs nothing, as Update entries never conflict and are written again."""
+        meta = current.get("metadata", {})
+        entries = meta.get("managedFields") or []
         applied = [
             {**e, "operation": "Apply"} if e.get("manager") == field_manager and e.get("operation") == "Update" else e
             for e in entries
         ]
         if applied == entries:
-            return created
+            return
+        ref = ObjectRef.of(current)
         try:
-            adopted: dict[str, Any] = self.request(
+            self.request(
                 "PATCH",
                 resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
-                body={"metadata": {"managedFields": applied}},
+                body={"metadata": {"uid": meta.get("uid"), "managedFields": applied}},
                 content_type="application/merge-patch+json",
             )
         except ApiError as err:
@@ -290,8 +298,6 @@ class Client:
             log.warning(
                 "%s %s/%s: its fields could not be taken as applied: %s", ref.kind, ref.namespace, ref.name, err
             )
-            return created
-        return adopted
 
     def delete(self, ref: ObjectRef, *, uid: str | None = None) -> bool:
         """Delete (foreground-free, background GC); False when it was already gone."""

@@ -9,6 +9,18 @@ from typing import Any
 from modeldeploy.model.meta import BENTO_SOURCE_ENV, FETCH_CONTAINER, REVISION_LABEL, ROLE_LABEL
 from modeldeploy.model.observed import DeploymentState, PodProblem
 
+# The operator's field manager: its applies, its creates, its status writes.
+FIELD_MANAGER = "modeldeploy"
+
+
+def created_not_applied(meta: Mapping[str, Any]) -> bool:
+    """The object's fields are still under the Update entry its create (POST) recorded for the operator's field
+    manager, not yet under the Apply entry that the operator's applies own (see Client.adopt)."""
+    return any(
+        entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update" and not entry.get("subresource")
+        for entry in meta.get("managedFields") or ()
+    )
+
 
 def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
     meta = obj.get("metadata", {})
