@@ -2,7 +2,8 @@
 second through KEDA (its operator and metrics API server) reading BentoML's metrics in the cluster's Prometheus.
 
 Each test loads the model through its Service (bounded in rate and time, loopback to the node's pods), waits
-for at least 3 replicas, stops the load and waits for 1 again. The scale-down window is set short
+for at least 3 replicas (the KEDA one then rolls a canary out, still under load), stops the load and waits
+for 1 again. The scale-down window is set short
 (autoscaling.scaleDownStabilization) so the way back takes a minute, not the default five.
 """
 
@@ -103,13 +104,20 @@ class TestAutoscaling:
         # KEDA's own HorizontalPodAutoscaler; the operator made none.
         hpas = cluster.json("get", "hpa", "-n", namespace)["items"]
         assert [h["metadata"]["name"] for h in hpas] == ["keda-hpa-iris"], hpas
-        most, up, down = scale_up_and_down(cluster, namespace, rate=20)
-        print(f"requestsPerSecond (KEDA): 1 -> {most} replicas in {up:.0f}s under load, back to 1 in {down:.0f}s")
-
-        # A canary while KEDA moves the stable size: promoted, no request lost.
+        # Under load it scales up; a canary then walks while KEDA moves the stable size: promoted, no request lost;
+        # the load stopped, it scales down again.
         url = service_url(cluster, "iris", namespace)
-        with Load([url], rate=20, duration=200, concurrency=8, keepalive=False) as load:
-            wait_for(lambda: replicas(cluster, namespace) >= 3 or None, timeout=150, what="scaled up", interval=2)
+        wait_for(lambda: post_json(f"{url}/classify", ROWS)[0] == 200, timeout=30, what="the Service answering")
+        most = 1
+        with Load([url], rate=20, duration=400, concurrency=8, keepalive=False) as load:
+
+            def up() -> int | None:
+                nonlocal most
+                most = max(most, replicas(cluster, namespace))
+                return most if most >= 3 else None
+
+            wait_for(up, timeout=280, what="3 replicas or more under load", interval=2)
+            went_up = load.elapsed
             cluster.apply(autoscaled(namespace, model_images.v2, metrics=metrics, prometheus=prometheus))
 
             def promoted() -> dict[str, Any] | None:
@@ -119,8 +127,12 @@ class TestAutoscaling:
                 return status if done else None
 
             wait_for(promoted, timeout=180, what="the canary promoted while autoscaled", interval=1)
+            most = max(most, replicas(cluster, namespace))
             load.stop()
         stats = load.stats[url]
         print(f"canary under KEDA: {stats.sent} requests, {stats.ok} 2xx, {stats.failures} unanswered")
         assert stats.failures == 0 and stats.server_errors == 0, f"{stats} {stats.unexpected}"
-        assert replicas(cluster, namespace) >= 1
+        stopped = time.monotonic()
+        wait_for(lambda: replicas(cluster, namespace) == 1 or None, timeout=240, what="back to 1 replica", interval=2)
+        down = time.monotonic() - stopped
+        print(f"requestsPerSecond (KEDA): 1 -> {most} replicas in {went_up:.0f}s under load, back to 1 in {down:.0f}s")

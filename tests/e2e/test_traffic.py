@@ -20,6 +20,7 @@ from localcluster.kit import (
     Cluster,
     Operator,
     condition,
+    event_reasons,
     post_json,
     request_counts,
     sample,
@@ -110,19 +111,26 @@ def canary_share(served: dict[str, float]) -> float:
     return 100.0 * served.get("canary", 0.0) / total
 
 
+# The first step is held (spec.rollout.paused) while it is measured, then released; the second step's pause
+# outlasts its measurement, after which the test ends.
+MEASURED_STEPS = [{"weight": 10, "pause": "1s"}, {"weight": 50, "pause": "60s"}]
+
+
 class TestTrafficSplit:
     def test_gateway_weights_measured_at_the_pods_match_each_step_and_are_exact(
         self, cluster: Cluster, running: Operator, namespace: str, model_images: ModelImages, gateway: addons.Gateway
     ) -> None:
         host = f"iris.{namespace}.example"
-        rollout = gateway_routing(gateway, host, [{"weight": 10, "pause": "60s"}, {"weight": 50, "pause": "60s"}])
+        rollout = gateway_routing(gateway, host, MEASURED_STEPS)
         cluster.apply(real(namespace, model_images.v1, replicas=2, rollout=rollout))
         wait_ready(cluster, namespace, "iris", timeout=240)
         url = f"http://{gateway.address}"
         wait_for(lambda: post_json_via(url, host)[0] == 200, timeout=60, what="the route programmed in the Gateway")
-        cluster.apply(real(namespace, model_images.v2, replicas=2, rollout=rollout))
+        cluster.apply(real(namespace, model_images.v2, replicas=2, rollout=rollout | {"paused": True}))
         shares = []
         for step, weight in enumerate((10, 50)):
+            if step == 1:  # measured at the first step: on to the second
+                cluster.apply(real(namespace, model_images.v2, replicas=2, rollout=rollout))
             canary = at_step(cluster, namespace, step)
             assert canary["weight"] == weight
             programmed = {"iris": 100 - weight, "iris-canary": weight}
@@ -145,13 +153,15 @@ class TestTrafficSplit:
     def test_replicas_routing_approximates_and_status_says_what_is_measured(
         self, cluster: Cluster, running: Operator, namespace: str, model_images: ModelImages
     ) -> None:
-        rollout = {"steps": [{"weight": 25, "pause": "60s"}, {"weight": 50, "pause": "60s"}]}
+        rollout = {"steps": [{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "60s"}]}
         cluster.apply(real(namespace, model_images.v1, replicas=4, rollout=rollout))
         wait_ready(cluster, namespace, "iris", timeout=240)
         url = service_url(cluster, "iris", namespace)
-        cluster.apply(real(namespace, model_images.v2, replicas=4, rollout=rollout))
+        cluster.apply(real(namespace, model_images.v2, replicas=4, rollout=rollout | {"paused": True}))
         measured = []
         for step in (0, 1):
+            if step == 1:
+                cluster.apply(real(namespace, model_images.v2, replicas=4, rollout=rollout))
             canary = at_step(cluster, namespace, step)
             wait_for(lambda: settled(cluster, namespace), timeout=120, what="the pods settled")
             # A connection per request: kube-proxy picks an endpoint for each one.
@@ -192,15 +202,15 @@ def analysed(prometheus: addons.ClusterPrometheus, steps: list[dict[str, Any]]) 
     }
 
 
-def ended(cluster: Cluster, namespace: str) -> Callable[[], dict[str, Any] | None]:
-    seen = {"canary": False}
+def ended(cluster: Cluster, namespace: str, seen: dict[str, Any]) -> Callable[[], dict[str, Any] | None]:
+    """The status once a canary came and went; SEEN keeps the last analysis the canary's status showed."""
 
     def check() -> dict[str, Any] | None:
         status = (cluster.get("modeldeployment", "iris", namespace) or {}).get("status") or {}
         if status.get("canary"):
-            seen["canary"] = True
+            seen["analysis"] = status["canary"].get("analysis") or {}
             return None
-        return status if seen["canary"] else None
+        return status if "analysis" in seen else None
 
     return check
 
@@ -240,7 +250,8 @@ class TestCanaryJudgedOnRealPods:
         env = [{"name": "IRIS_FAULT_RATE", "value": str(fault)}] if fault else []
         with Load([url], rate=20, duration=240, concurrency=4, **client) as load:
             cluster.apply(real(namespace, model_images.v2, replicas=2, rollout=rollout, env=env))
-            status = wait_for(ended(cluster, namespace), timeout=200, what="the canary to end")
+            seen: dict[str, Any] = {}
+            status = wait_for(ended(cluster, namespace, seen), timeout=200, what="the canary to end", interval=0.5)
         stats = load.stats[url]
         print(
             f"{routing} canary, fault rate {fault}: {stats.sent} requests, {stats.ok} 2xx, "
@@ -250,15 +261,26 @@ class TestCanaryJudgedOnRealPods:
         # No request lost: every answer came, and every 5xx is one the failing canary chose to give.
         assert stats.failures == 0, stats.last_error
         assert stats.server_errors == stats.injected_errors
+        reasons = event_reasons(cluster, namespace)
         if fault:
             assert status["failed"]["reason"] == "AnalysisFailed", status.get("failed")
             assert "error rate" in status["failed"]["message"]
+            assert "above maxErrorRate 5.00%" in status["failed"]["message"]
             assert status["stable"]["bento"] == "iris-classifier:v1"
             assert stats.injected_errors > 0
+            md = cluster.get("modeldeployment", "iris", namespace) or {}
+            assert condition(md, "Degraded")["reason"] == "RolledBack"
+            assert reasons.count("AnalysisFailed") == 2, reasons  # failureLimit 2
+            assert "RolledBack" in reasons
         else:
             assert status.get("failed") is None
             assert status["stable"]["bento"] == "iris-onnx:v1"
             assert stats.server_errors == 0
+            # The measurement that let it through, as the canary's status showed it.
+            checks = {c["name"]: c for c in seen["analysis"].get("checks", [])}
+            assert seen["analysis"].get("verdict") == "Passed", seen
+            assert checks["errorRate"]["value"] == 0 and checks["requests"]["value"] >= 20, checks
+            assert "Promoted" in reasons and "AnalysisFailed" not in reasons
 
 
 def get_via(url: str, host: str, path: str) -> tuple[int, str]:
