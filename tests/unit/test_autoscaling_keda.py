@@ -77,14 +77,12 @@ class TestRender:
             "scaleDown": {"stabilizationWindowSeconds": 300}
         }
         [trigger] = spec["triggers"]
-        revision = template_of(model.spec).revision
         assert trigger["type"] == "prometheus"
         assert trigger["metadata"] == {
             "serverAddress": PROMETHEUS["address"],
             "query": (
-                'sum(rate(bentoml_service_request_total{namespace="ml",modeldeploy_dev_revision="'
-                + revision
-                + '",endpoint!~"/(livez|readyz|healthz|metrics)"}[1m]))'
+                'sum(rate(bentoml_service_request_total{namespace="ml",modeldeploy_dev_name="iris",'
+                'endpoint!~"/(livez|readyz|healthz|metrics)"}[1m]))'
             ),
             "threshold": "10",
             "ignoreNullValues": "true",
@@ -104,10 +102,17 @@ class TestRender:
         assert triggers[1]["metadata"]["query"].startswith("sum(bentoml_service_request_in_progress{")
 
     def test_labels_follow_the_scrape_configuration(self) -> None:
-        model = md(autoscaling={**RPS, "prometheus": {**PROMETHEUS, "revisionLabel": "rev", "namespaceLabel": "ns"}})
+        model = md(autoscaling={**RPS, "prometheus": {**PROMETHEUS, "nameLabel": "app", "namespaceLabel": "ns"}})
         assert model.spec.autoscaling is not None and model.spec.autoscaling.prometheus is not None
-        query = load_query("requestsPerSecond", model.spec.autoscaling.prometheus, "ml", "r1")
-        assert '{ns="ml",rev="r1",' in query
+        query = load_query("requestsPerSecond", model.spec.autoscaling.prometheus, "ml", "iris")
+        assert '{ns="ml",app="iris",' in query
+
+    def test_the_query_is_the_same_for_every_revision(self) -> None:
+        """A revision's query would change at each promotion: KEDA rewrites its HPA, and the new stable's series,
+        which carried only the canary's share, read as a fraction of the load."""
+        v1 = children(md(autoscaling=RPS))["ScaledObject"]["spec"]["triggers"]
+        v2 = children(md(autoscaling=RPS, bento={"image": IMAGE_V2}))["ScaledObject"]["spec"]["triggers"]
+        assert v1 == v2
 
 
 class TestStatus:

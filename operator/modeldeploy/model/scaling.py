@@ -2,9 +2,15 @@
 
 cpu and memory go to a HorizontalPodAutoscaler; a request metric (requestsPerSecond,
 inFlightRequests, from BentoML's bentoml_service_request_* series) needs KEDA, whose Prometheus
-trigger asks the query below and keeps its value per replica at the target. Only the stable
-revision's pods are counted: the ScaledObject scales the stable Deployment, and a canary's share
-of traffic is not its load.
+trigger asks the query below and keeps its value per replica at the target.
+
+The query counts every pod of the ModelDeployment (its name label), not the stable revision's: a
+revision's query would change at each promotion, KEDA would rewrite its HorizontalPodAutoscaler, and
+the new stable revision's series, which carried only the canary's share until then, would read as
+a fraction of the load: measured, a model at 4 replicas under 20 requests per second went to 1 the
+moment its canary was promoted. Counted whole, the load carries on through a promotion unchanged;
+while a canary runs, the stable is sized for the canary's share too (over-provisioned by at most
+that share, the safe side).
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ def uses_keda(md: ModelDeployment) -> bool:
     return md.spec.autoscaling is not None and md.spec.autoscaling.request_based
 
 
-def load_query(metric: str, source: PrometheusSource, namespace: str, revision: str) -> str:
-    """The PromQL of a request metric over a revision's pods: the total, which KEDA divides by replicas."""
-    selector = f'{{{source.namespace_label}="{namespace}",{source.revision_label}="{revision}",{NOT_LOAD}}}'
+def load_query(metric: str, source: PrometheusSource, namespace: str, name: str) -> str:
+    """The PromQL of a request metric over a ModelDeployment's pods: the total, which KEDA divides by replicas."""
+    selector = f'{{{source.namespace_label}="{namespace}",{source.name_label}="{name}",{NOT_LOAD}}}'
     if metric == "requestsPerSecond":
         return f"sum(rate(bentoml_service_request_total{selector}[{RATE_WINDOW}]))"
     if metric == "inFlightRequests":

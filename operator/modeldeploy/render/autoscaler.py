@@ -48,7 +48,7 @@ def render_hpa(md: ModelDeployment) -> dict[str, Any]:
     }
 
 
-def _trigger(md: ModelDeployment, revision: str, metric: MetricTarget) -> dict[str, Any]:
+def _trigger(md: ModelDeployment, metric: MetricTarget) -> dict[str, Any]:
     if metric.type in ("cpu", "memory"):
         return {"type": metric.type, "metricType": "Utilization", "metadata": {"value": str(metric.target)}}
     scaling = md.spec.autoscaling
@@ -58,7 +58,7 @@ def _trigger(md: ModelDeployment, revision: str, metric: MetricTarget) -> dict[s
         "name": {"requestsPerSecond": "requests-per-second", "inFlightRequests": "in-flight-requests"}[metric.type],
         "metadata": {
             "serverAddress": scaling.prometheus.address,
-            "query": load_query(metric.type, scaling.prometheus, md.namespace, revision),
+            "query": load_query(metric.type, scaling.prometheus, md.namespace, md.name),
             "threshold": str(metric.target),
             # No series yet (no request served) is no load, not an error.
             "ignoreNullValues": "true",
@@ -66,7 +66,7 @@ def _trigger(md: ModelDeployment, revision: str, metric: MetricTarget) -> dict[s
     }
 
 
-def render_scaled_object(md: ModelDeployment, revision: str) -> dict[str, Any]:
+def render_scaled_object(md: ModelDeployment) -> dict[str, Any]:
     scaling = md.spec.autoscaling
     assert scaling is not None
     return {
@@ -79,7 +79,7 @@ def render_scaled_object(md: ModelDeployment, revision: str) -> dict[str, Any]:
             "maxReplicaCount": scaling.max_replicas,
             "pollingInterval": POLLING_INTERVAL_S,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(scaling)}},
-            "triggers": [_trigger(md, revision, metric) for metric in scaling.metrics],
+            "triggers": [_trigger(md, metric) for metric in scaling.metrics],
         },
     }
 
@@ -93,4 +93,4 @@ def render_autoscalers(desired: Desired) -> list[dict[str, Any]]:
 def render_scaled_objects(desired: Desired) -> list[dict[str, Any]]:
     """The ScaledObject row of the table of child kinds (an optional kind: KEDA may not be installed)."""
     md = desired.md
-    return [render_scaled_object(md, desired.stable.revision)] if uses_keda(md) else []
+    return [render_scaled_object(md)] if uses_keda(md) else []

@@ -60,6 +60,14 @@ class PrometheusSource(ApiModel):
         pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
         description="Series label carrying the pod's namespace.",
     )
+    name_label: str = Field(
+        default="modeldeploy_dev_name",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description=(
+            "Series label carrying the pod's modeldeploy.dev/name label (the ModelDeployment's name): what "
+            "autoscaling on a request metric counts over."
+        ),
+    )
 
 
 class Baseline(ApiModel):
