@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 EXIT_INVALID = 2
 
 
+def _backoffs(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated seconds, e.g. 1,1,2,3") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more seconds, none negative")
+    return values
+
+
 def _yaml_stream(objects: Sequence[dict[str, Any]], out: TextIO) -> None:
     out.write(yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True, width=120))
 
@@ -151,7 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         leases = Leases(Client.from_environment(pool_size=2, instance=me), lease_namespace, args.lease_name)
         elector = Elector(leases, me, timing)
     settings = Settings(
-        reconciler=reconciler, workers=args.workers, resync=timedelta(seconds=args.resync_seconds), elector=elector
+        reconciler=reconciler,
+        workers=args.workers,
+        resync=timedelta(seconds=args.resync_seconds),
+        elector=elector,
+        api_error_backoffs=args.api_error_backoffs,
     )
     namespaces = args.namespace or []
     try:
@@ -295,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="BASE_URL",
         help="a Prometheus base URL analysis may query, with the paths under it (repeatable); any when absent",
+    )
+    run.add_argument(
+        "--api-error-backoffs",
+        type=_backoffs,
+        metavar="SECONDS,...",
+        help="seconds between kopf's retries of a failing API request (kopf's 1,1,2,3,5,8,13,21: about 54 s); "
+        "after the last a watch ends for good and the liveness probe fails, so the kubelet restarts the pod",
     )
     election = run.add_argument_group(
         "leader election", "of several replicas, the one holding a coordination.k8s.io Lease reconciles"

@@ -34,9 +34,13 @@ def scalers(cluster: Cluster) -> addons.ClusterPrometheus:
         pytest.skip("metrics-server, KEDA and Prometheus of these tests are the local cluster's")
     info = LocalCluster(TEST_CLUSTER_DIR).info()
     assert info is not None
-    autoscaling.ensure_metrics_server(info)
-    autoscaling.ensure_keda(info)
-    return addons.ensure_prometheus(info)
+    # Applied together, then waited for: their pods start side by side.
+    autoscaling.ensure_metrics_server(info, wait=False)
+    autoscaling.ensure_keda(info, wait=False)
+    prometheus = addons.ensure_prometheus(info)
+    autoscaling.wait_metrics_server(info)
+    autoscaling.wait_keda(info)
+    return prometheus
 
 
 def autoscaled(namespace: str, image: str, **scaling: Any) -> dict[str, Any]:

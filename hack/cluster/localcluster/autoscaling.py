@@ -131,12 +131,18 @@ def metrics_server_manifests(image: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def ensure_metrics_server(info: ClusterInfo, builder: Builder | None = None) -> None:
-    """The resource metrics API served (`kubectl top` and cpu/memory HPAs work)."""
+def ensure_metrics_server(info: ClusterInfo, builder: Builder | None = None, *, wait: bool = True) -> None:
+    """The resource metrics API served (`kubectl top` and cpu/memory HPAs work); with wait=False only applied
+    (`wait_metrics_server` waits), so that it starts beside other add-ons."""
     builder = builder or info.image_builder()
-    kubectl = _kubectl(info)
     image = binary_image(builder, "metrics-server", "metrics-server", "/metrics-server")
-    _apply(kubectl, metrics_server_manifests(image))
+    _apply(_kubectl(info), metrics_server_manifests(image))
+    if wait:
+        wait_metrics_server(info)
+
+
+def wait_metrics_server(info: ClusterInfo) -> None:
+    kubectl = _kubectl(info)
     kubectl("rollout", "status", "deployment/metrics-server", "-n", "kube-system", "--timeout=180s")
     kubectl("wait", "--for=condition=Available", "apiservice/v1beta1.metrics.k8s.io", "--timeout=120s")
 
@@ -180,13 +186,18 @@ def keda_manifests(info: ClusterInfo, operator_image: str, adapter_image: str) -
     return out
 
 
-def ensure_keda(info: ClusterInfo, builder: Builder | None = None) -> None:
-    """KEDA's operator and external metrics API running (ScaledObjects are acted on)."""
+def ensure_keda(info: ClusterInfo, builder: Builder | None = None, *, wait: bool = True) -> None:
+    """KEDA's operator and external metrics API running (ScaledObjects are acted on); wait=False: only applied."""
     builder = builder or info.image_builder()
-    kubectl = _kubectl(info)
     operator = binary_image(builder, "keda", "keda-operator", "/keda")
     adapter = binary_image(builder, "keda", "keda-adapter", "/keda-adapter")
-    _apply(kubectl, keda_manifests(info, operator, adapter))
+    _apply(_kubectl(info), keda_manifests(info, operator, adapter))
+    if wait:
+        wait_keda(info)
+
+
+def wait_keda(info: ClusterInfo) -> None:
+    kubectl = _kubectl(info)
     for name in ("keda-operator", "keda-metrics-apiserver"):
         kubectl("rollout", "status", f"deployment/{name}", "-n", KEDA_NAMESPACE, "--timeout=240s")
     kubectl("wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io", "--timeout=180s")

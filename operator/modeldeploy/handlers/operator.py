@@ -68,6 +68,9 @@ class Settings:
     resync: timedelta = timedelta(minutes=5)
     # None: no leader election, this process always reconciles.
     elector: Elector | None = None
+    # Seconds between kopf's retries of a failing API request (None: kopf's 1,1,2,3,5,8,13,21); after the last a
+    # watch ends for good, and the liveness probe fails.
+    api_error_backoffs: tuple[float, ...] | None = None
 
 
 class Watchdog:
@@ -283,6 +286,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     for kind in WATCHED:
         settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
     ours: Settings = memo["settings"]
+    if ours.api_error_backoffs is not None:
+        settings.networking.error_backoffs = list(ours.api_error_backoffs)
     indices = {_index_id(kind.plural): kwargs[_index_id(kind.plural)] for kind in WATCHED}
     indices["modeldeployments"] = kwargs["modeldeployments"]
     pool = executor(ours.workers)
