@@ -10,7 +10,7 @@ PyPI wheels (``images.py``).
 The cluster itself needs only the standard library, so it starts before any project dependency
 is installed. Modules, one per component: ``versions`` (pins, cache, binaries), ``process``
 (start, check, stop a process), ``pki``, ``api``, ``controlplane``, ``node``, ``registry``,
-``images``, ``cluster`` (LocalCluster). ``kit`` (driving a cluster from tests: kubectl, helm,
+``images``, ``teardown``, ``cluster`` (LocalCluster), ``info`` (ClusterInfo). ``kit`` (driving a cluster from tests: kubectl, helm,
 the operator) and ``realstack`` (Prometheus, ``bentoml serve``, load on loopback) need the
 project's dependencies.
 
@@ -24,8 +24,9 @@ Python::
     LocalCluster(".cluster").down()
 """
 
-from localcluster.cluster import DEFAULT_DIR, ClusterInfo, LocalCluster
+from localcluster.cluster import DEFAULT_DIR, LocalCluster
 from localcluster.controlplane import DEFAULT_NODES, KWOK_TOLERATION, FakeNode
+from localcluster.info import ClusterInfo
 from localcluster.node import NODE_NAME, REGISTRY_HOST
 from localcluster.process import ClusterError
 from localcluster.versions import cache_dir, gateway_api_crds_dir, install_gateway_api_crds, load_versions

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from localcluster.cluster import DEFAULT_DIR, ClusterInfo, LocalCluster
+from localcluster.cluster import DEFAULT_DIR, LocalCluster
+from localcluster.info import ClusterInfo
 from localcluster.process import ClusterError
 from localcluster.versions import run_build
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from localcluster.cluster import ClusterInfo, LocalCluster
+from localcluster.cluster import LocalCluster
 from localcluster.images import Builder, digest
+from localcluster.info import ClusterInfo
 from localcluster.manifests import cluster_role, service_account
 from localcluster.node import REGISTRY_HOST
 from localcluster.process import ClusterError, free_ports, http_ok

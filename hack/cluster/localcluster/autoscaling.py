@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from localcluster.addons import _apply, _kubectl
-from localcluster.cluster import ClusterInfo
 from localcluster.images import Builder, digest
+from localcluster.info import ClusterInfo
 from localcluster.manifests import binding, cluster_role, service_account
 from localcluster.node import REGISTRY_HOST
 from localcluster.process import ClusterError

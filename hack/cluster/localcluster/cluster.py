@@ -13,7 +13,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,8 @@ from typing import Any
 from localcluster import controlplane as cp
 from localcluster import health, hostnet, images, node, nodeconfig, pki, registry, teardown
 from localcluster.api import Api
-from localcluster.process import ClusterError, ProcessRecord, failure, free_ports, gone, is_ours, spawn, stop
+from localcluster.info import ClusterInfo, stderr_log
+from localcluster.process import ClusterError, failure, free_ports, gone, is_ours, spawn, stop
 from localcluster.process import wait as wait_until
 from localcluster.state import STATE_VERSION, StateFile, record
 from localcluster.versions import (
@@ -38,50 +38,6 @@ from localcluster.versions import (
 
 DEFAULT_DIR = REPO_ROOT / ".cluster"
 NODE_PORTS = ("registry", "kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics", "coredns-health")
-# `down` stops processes tier by tier: the node's agents, then the node's runtime and services,
-# then the clients of the API server, the API server, etcd.
-STOP_TIERS = (
-    ("kube-proxy", "kubelet", "traefik"),
-    ("containerd",),
-    ("coredns", "apiserver-relay", "registry"),
-    ("kwok", "kube-scheduler", "kube-controller-manager"),
-    ("kube-apiserver",),
-    ("etcd",),
-)
-
-
-@dataclasses.dataclass
-class ClusterInfo:
-    """What a caller needs to use a running cluster."""
-
-    dir: Path
-    kubeconfig: Path
-    bin_dir: Path
-    kubectl: Path
-    helm: Path
-    server: str
-    ports: dict[str, int]
-    pids: dict[str, int]
-    versions: dict[str, str]
-    real_node: bool
-
-    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """An environment for subprocesses: KUBECONFIG set, bin dir first on PATH."""
-        env = dict(os.environ if base is None else base)
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        return env
-
-    def image_builder(self, log: Callable[[str], None] | None = None) -> images.Builder:
-        """buildah configured for this cluster's registry (the real node only)."""
-        if not self.real_node:
-            raise ClusterError("this cluster runs without a real node, hence without a registry")
-        builder = images.Builder(self.ports["registry"], self.dir / "images", log or _stderr_log)
-        return builder.prepare()
-
-
-def _stderr_log(msg: str) -> None:
-    print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
 
 
 class LocalCluster:
@@ -100,7 +56,7 @@ class LocalCluster:
         self.nodes = tuple(nodes)
         self.real_node = real_node
         self.node = node.NodeLayout.of(self.layout)
-        self._log = log or _stderr_log
+        self._log = log or stderr_log
         self.kubeconfig = self.layout.kubeconfig
         self.bin_dir = self.layout.bin
         self.state = StateFile(self.dir)
@@ -434,22 +390,7 @@ class LocalCluster:
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
 
     def _stop_everything(self, state: Mapping[str, Any]) -> None:
-        """Stop the recorded processes; with a real node, also its pods and what it changed."""
-        with_node = bool(state.get("real_node"))
-        log = self._log
-
-        def records(names: Sequence[str]) -> list[ProcessRecord]:
-            return [r for n in names if (r := record(state, n)) is not None]
-
-        tiers = [records(t) for t in STOP_TIERS]
-        stop([tiers[0]], log=log)  # kubelet and kube-proxy
-        if with_node:
-            teardown.remove_pods(self.node, log)
-        stop([tiers[1]], log=log)  # containerd
-        if with_node:
-            teardown.after_containerd(self.node, Binaries.pinned(state.get("versions")), log)
-            node.NodeLock.release(self.dir)
-        stop(tiers[2:], log=log)
+        teardown.stop_cluster(state, self.node, self.dir, self._log)
 
     # ---- state ------------------------------------------------------------
 

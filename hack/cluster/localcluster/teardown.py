@@ -7,13 +7,45 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from localcluster import hostnet
+from localcluster import hostnet, node
 from localcluster.hostnet import sh
 from localcluster.node import NodeLayout
+from localcluster.process import ProcessRecord, stop
+from localcluster.state import record
 from localcluster.versions import Binaries
+
+# `down` stops processes tier by tier: the node's agents, then the node's runtime and services,
+# then the clients of the API server, the API server, etcd.
+STOP_TIERS = (
+    ("kube-proxy", "kubelet", "traefik"),
+    ("containerd",),
+    ("coredns", "apiserver-relay", "registry"),
+    ("kwok", "kube-scheduler", "kube-controller-manager"),
+    ("kube-apiserver",),
+    ("etcd",),
+)
+
+
+def stop_cluster(state: Mapping[str, Any], layout: NodeLayout, directory: Path, log: Callable[[str], None]) -> None:
+    """Stop a cluster's recorded processes tier by tier; with a real node, also its pods and what it changed."""
+    with_node = bool(state.get("real_node"))
+
+    def records(names: Sequence[str]) -> list[ProcessRecord]:
+        return [r for n in names if (r := record(state, n)) is not None]
+
+    tiers = [records(t) for t in STOP_TIERS]
+    stop([tiers[0]], log=log)  # kubelet and kube-proxy
+    if with_node:
+        remove_pods(layout, log)
+    stop([tiers[1]], log=log)  # containerd
+    if with_node:
+        after_containerd(layout, Binaries.pinned(state.get("versions")), log)
+        node.NodeLock.release(directory)
+    stop(tiers[2:], log=log)
 
 
 def remove_pods(node: NodeLayout, log: Callable[[str], None]) -> None:
