@@ -11,8 +11,8 @@ The cluster itself needs only the standard library, so it starts before any proj
 is installed. Modules, one per component: ``versions`` (pins, cache, binaries), ``process``
 (start, check, stop a process), ``pki``, ``api``, ``controlplane``, ``node``, ``registry``,
 ``images``, ``teardown``, ``cluster`` (LocalCluster), ``info`` (ClusterInfo). ``kit`` (driving a
-cluster from tests: kubectl, helm, the operator) and ``realstack`` (Prometheus, ``bentoml serve``, load on loopback) need the
-project's dependencies.
+cluster from tests: kubectl, helm, the operator) and ``realstack`` (Prometheus, ``bentoml serve``,
+load on loopback) need the project's dependencies.
 
 Command line: ``python -m localcluster up|down|status|env|images|...`` (see ``--help``).
 
