@@ -237,7 +237,7 @@ class TestCanaryJudgedOnRealPods:
         rollout = analysed(prometheus, ANALYSIS_STEPS)
         if routing == "GatewayAPI":
             rollout |= gateway_routing(gateway, host, ANALYSIS_STEPS)
-        cluster.apply(real(namespace, model_images.v1, replicas=2, rollout=rollout))
+        cluster.apply(real(namespace, model_images.v1, replicas=1, rollout=rollout))
         wait_ready(cluster, namespace, "iris", timeout=240)
         if routing == "GatewayAPI":
             url, client = f"http://{gateway.address}", {"headers": {"Host": host}}
@@ -249,7 +249,7 @@ class TestCanaryJudgedOnRealPods:
             wait_for(lambda: post_json(f"{url}/classify", ROWS)[0] == 200, timeout=30, what="the Service answering")
         env = [{"name": "IRIS_FAULT_RATE", "value": str(fault)}] if fault else []
         with Load([url], rate=20, duration=240, concurrency=4, **client) as load:
-            cluster.apply(real(namespace, model_images.v2, replicas=2, rollout=rollout, env=env))
+            cluster.apply(real(namespace, model_images.v2, replicas=1, rollout=rollout, env=env))
             seen: dict[str, Any] = {}
             status = wait_for(ended(cluster, namespace, seen), timeout=200, what="the canary to end", interval=0.5)
         stats = load.stats[url]
