@@ -49,13 +49,13 @@ def test_a_drain_of_the_real_node_keeps_the_budgeted_pod_serving_and_loses_no_re
     assert budget["spec"]["maxUnavailable"] == 1
     client = Client.from_environment(str(cluster.kubeconfig))
     selector = {"modeldeploy.dev/name": "iris"}
-    least = [2]  # serving pods, at every 100 ms sample of the drain
+    samples: list[int] = []  # serving pods, every 100 ms while the drain runs
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             current = client.list("v1", "Pod", namespace, selector)
-            least[0] = min(least[0], sum(1 for p in current if serving(p)))
+            samples.append(sum(1 for p in current if serving(p)))
             stop.wait(0.1)
 
     url = service_url(cluster, "iris", namespace)
@@ -74,11 +74,14 @@ def test_a_drain_of_the_real_node_keeps_the_budgeted_pod_serving_and_loses_no_re
         sampler.join(timeout=10)
     stats = load.stats[url]
     after = client.list("v1", "Pod", namespace, selector)
-    print(f"\ndrain of {NODE_NAME}: exit {drain.returncode} after {drained_for:.0f}s; least serving {least[0]}; "
+    least = min(samples, default=0)
+    print(f"\ndrain of {NODE_NAME}: exit {drain.returncode} after {drained_for:.0f}s; {len(samples)} samples, "
+          f"least serving {least}; "
           f"pods after: {sorted((p['metadata']['name'], p['status'].get('phase')) for p in after)}")  # fmt: skip
     assert drain.returncode != 0, "the drain cannot finish: the budget keeps the last pod"
     assert "disruption budget" in drain.stderr, drain.stderr[-2000:]
-    assert least[0] >= 1, "the budget kept one pod serving at every sample"
+    assert len(samples) >= DRAIN_TIMEOUT_S, f"the sampler took {len(samples)} samples: it stopped early"
+    assert least >= 1, "the budget kept one pod serving at every sample"
     live = [p for p in after if not p["metadata"].get("deletionTimestamp")]
     assert sum(1 for p in live if serving(p)) == 1
     assert [p["status"].get("phase") for p in live if not serving(p)] == ["Pending"], "the replacement waits"
