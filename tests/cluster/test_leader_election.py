@@ -83,8 +83,13 @@ def pair(cluster: Cluster, operator: Operator, tmp_path: Path) -> Iterator[tuple
         wait_for(lambda: holder(cluster).startswith("replica-a_"), timeout=60, what="replica-a to take the Lease")
         b = start("replica-b", operator.kubeconfig, tmp_path)
         wait_for(lambda: b.health()[0] == 200, timeout=60, what="replica-b to answer its liveness endpoint")
-        # Its liveness endpoint answers before its elector's first read of the Lease (one retry period at most).
-        wait_for(lambda: b.health()[1]["leader"]["holder"], timeout=10, what="replica-b to have read the Lease once")
+        # Its liveness endpoint answers before its elector's first read of the Lease (one retry period at most)
+        # and before kopf has started its watches: the test begins once the standby is all there.
+        wait_for(
+            lambda: b.health()[1]["leader"]["holder"] and b.health()[1]["watches"]["alive"] >= 4,
+            timeout=30,
+            what="replica-b to have read the Lease once and started its watches",
+        )
         yield a, b
     finally:
         for replica in (a, b):
