@@ -10,13 +10,14 @@ for 1 again. The scale-down window is set short
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from localcluster import LocalCluster, addons, autoscaling
 from localcluster.kit import Cluster, Operator, post_json, sample, service_url, wait_for, wait_ready
-from localcluster.loadgen import Load
+from localcluster.loadgen import Load, LoadStats
 
 from clusterstack import TEST_CLUSTER_DIR, ModelImages
 
@@ -63,12 +64,15 @@ def replicas(cluster: Cluster, namespace: str) -> int:
     return int(cluster.json("get", "deployment", "iris", "-n", namespace)["spec"].get("replicas") or 0)
 
 
-def scale_up_and_down(cluster: Cluster, namespace: str, rate: float) -> tuple[int, float, float]:
-    """Load until >= 3 replicas, then none until 1: (most replicas seen, seconds up, seconds down)."""
+def scale_up_and_down(
+    cluster: Cluster, namespace: str, rate: float, while_up: Callable[[], object] | None = None
+) -> tuple[int, float, float, LoadStats]:
+    """Load until >= 3 replicas (then, still under load, WHILE_UP), then none until 1: (most replicas seen,
+    seconds up, seconds down, what the client saw)."""
     url = service_url(cluster, "iris", namespace)
     wait_for(lambda: post_json(f"{url}/classify", ROWS)[0] == 200, timeout=30, what="the Service answering")
     most = 1
-    with Load([url], rate=rate, duration=300, concurrency=8, keepalive=False) as load:
+    with Load([url], rate=rate, duration=400, concurrency=8, keepalive=False) as load:
 
         def up() -> int | None:
             nonlocal most
@@ -77,12 +81,15 @@ def scale_up_and_down(cluster: Cluster, namespace: str, rate: float) -> tuple[in
 
         wait_for(up, timeout=280, what="3 replicas or more under load", interval=2)
         went_up = load.elapsed
+        if while_up is not None:
+            while_up()
+            most = max(most, replicas(cluster, namespace))
         load.stop()
     stats = load.stats[url]
     assert stats.failures == 0 and stats.server_errors == 0, f"{stats} {stats.unexpected}"
     stopped = time.monotonic()
     wait_for(lambda: replicas(cluster, namespace) == 1 or None, timeout=240, what="back to 1 replica", interval=2)
-    return most, went_up, time.monotonic() - stopped
+    return most, went_up, time.monotonic() - stopped, stats
 
 
 class TestAutoscaling:
@@ -93,7 +100,7 @@ class TestAutoscaling:
         wait_ready(cluster, namespace, "iris", timeout=240)
         hpa = cluster.json("get", "hpa", "iris", "-n", namespace)
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-        most, up, down = scale_up_and_down(cluster, namespace, rate=60)
+        most, up, down, _ = scale_up_and_down(cluster, namespace, rate=60)
         print(f"cpu (HPA): 1 -> {most} replicas in {up:.0f}s under load, back to 1 in {down:.0f}s after it")
 
     def test_requests_per_second_scale_through_keda_while_a_canary_walks(
@@ -110,18 +117,8 @@ class TestAutoscaling:
         assert [h["metadata"]["name"] for h in hpas] == ["keda-hpa-iris"], hpas
         # Under load it scales up; a canary then walks while KEDA moves the stable size: promoted, no request lost;
         # the load stopped, it scales down again.
-        url = service_url(cluster, "iris", namespace)
-        wait_for(lambda: post_json(f"{url}/classify", ROWS)[0] == 200, timeout=30, what="the Service answering")
-        most = 1
-        with Load([url], rate=20, duration=400, concurrency=8, keepalive=False) as load:
 
-            def up() -> int | None:
-                nonlocal most
-                most = max(most, replicas(cluster, namespace))
-                return most if most >= 3 else None
-
-            wait_for(up, timeout=280, what="3 replicas or more under load", interval=2)
-            went_up = load.elapsed
+        def canary() -> None:
             cluster.apply(autoscaled(namespace, model_images.v2, metrics=metrics, prometheus=prometheus))
 
             def promoted() -> dict[str, Any] | None:
@@ -131,12 +128,7 @@ class TestAutoscaling:
                 return status if done else None
 
             wait_for(promoted, timeout=180, what="the canary promoted while autoscaled", interval=1)
-            most = max(most, replicas(cluster, namespace))
-            load.stop()
-        stats = load.stats[url]
+
+        most, up, down, stats = scale_up_and_down(cluster, namespace, rate=20, while_up=canary)
         print(f"canary under KEDA: {stats.sent} requests, {stats.ok} 2xx, {stats.failures} unanswered")
-        assert stats.failures == 0 and stats.server_errors == 0, f"{stats} {stats.unexpected}"
-        stopped = time.monotonic()
-        wait_for(lambda: replicas(cluster, namespace) == 1 or None, timeout=240, what="back to 1 replica", interval=2)
-        down = time.monotonic() - stopped
-        print(f"requestsPerSecond (KEDA): 1 -> {most} replicas in {went_up:.0f}s under load, back to 1 in {down:.0f}s")
+        print(f"requestsPerSecond (KEDA): 1 -> {most} replicas in {up:.0f}s under load, back to 1 in {down:.0f}s")
