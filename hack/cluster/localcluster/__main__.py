@@ -70,6 +70,15 @@ def _cmd_fake_nodes(cluster: LocalCluster, _: argparse.Namespace) -> int:
     return 0
 
 
+IMAGES = ("pause", "python-base", "bento-runtime", "operator")
+
+
+def _image_name(name: str) -> str:
+    if name not in IMAGES:
+        raise argparse.ArgumentTypeError(f"no image {name!r} (choose from {', '.join(IMAGES)})")
+    return name
+
+
 def _cmd_images(cluster: LocalCluster, args: argparse.Namespace) -> int:
     """Build (if missing) and print the base images of a running cluster's registry."""
     info = cluster.info()
@@ -129,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway-api-crds", parents=[common], help="install the Gateway API standard CRDs")
     sub.add_parser("fake-nodes", parents=[common], help="print the kwok Node manifests (for another cluster)")
     imgs = sub.add_parser("images", parents=[common], help="build the base images into the cluster's registry")
-    imgs.add_argument("names", nargs="*", choices=["pause", "python-base", "bento-runtime", "operator"])
+    # Checked by type=, not choices=: Python 3.11's argparse tests choices against the empty default of
+    # nargs="*" and refused a bare `images`.
+    imgs.add_argument("names", nargs="*", type=_image_name, metavar="{" + ",".join(IMAGES) + "}", help="default: all")
     restart = sub.add_parser("restart", parents=[common], help="SIGKILL one component and start it again (chaos)")
     restart.add_argument("name", help="a component of `status` (etcd, kube-apiserver, kubelet, ...)")
     restart.add_argument("--graceful", action="store_true", help="SIGTERM and wait, rather than SIGKILL")
