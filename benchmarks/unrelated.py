@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness import Bench, bench_stack, cpu_nodes, cpu_seconds, now, rss_mib
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND
@@ -41,8 +42,8 @@ from workload import (
 NAMESPACE = "bench-own"
 OTHERS = [f"others-{i}" for i in range(10)]
 CHURN_RATE = 20.0  # updates per second: a busy shared cluster, bounded so the API server keeps up
-WINDOW = 20.0  # seconds of each of the quiet and the churning window
-SAMPLES = 25  # replicas changes per window
+WINDOW = 30.0  # seconds of each of the quiet and the churning window
+SAMPLES = 60  # replicas changes per window: the figure is a ratio of two ratios of medians, each needs enough
 ROUNDS = 5  # batches of ModelDeployments timed, of which the median counts: one batch is a few noisy seconds
 FLOOR_NAMESPACE = "bench-floor"
 
@@ -55,10 +56,10 @@ class Run:
     over_floor: float  # the median, over the rounds, of the operator's time over the floor's
     quiet_cpu: float = 0.0
     churn_cpu: float = 0.0
-    quiet_ms: list[float] = field(default_factory=list)
-    churn_ms: list[float] = field(default_factory=list)
-    quiet_direct_ms: list[float] = field(default_factory=list)
-    churn_direct_ms: list[float] = field(default_factory=list)
+    quiet: list[list[float]] = field(default_factory=list)  # timelines, see _reconcile_latency
+    churn: list[list[float]] = field(default_factory=list)
+    quiet_direct: list[list[float]] = field(default_factory=list)
+    churn_direct: list[list[float]] = field(default_factory=list)
     churned: int = 0
 
 
@@ -88,11 +89,19 @@ def _probe(client: Client) -> None:
         client.request("POST", resource_path("apps/v1", "Deployment", NAMESPACE), body=body)
 
 
+# Where a reconcile's latency goes: through the operator, the spec PATCH, then until its status
+# write is seen, then until the Deployment has the change; made directly, the three PATCHes, then
+# until the watch shows the last.
+THROUGH_STAGES = ("spec PATCH", "to its status write", "to the Deployment")
+DIRECT_STAGES = ("three PATCHes", "watch delivery")
+
+
 def _reconcile_latency(
     client: Client, samples: int, window: float, names: list[str]
-) -> tuple[list[float], list[float]]:
-    """ms until a Deployment shows a change: a ModelDeployment's replicas (each name once), through the
-    operator; and, right after each, the same three writes made directly (the API server's share)."""
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Timelines (seconds) until a Deployment shows a change: a ModelDeployment's replicas (each name
+    once), through the operator; and, right after each, the same three writes made directly (the API
+    server's share). Each timeline is its start, the end of each stage, and the change seen."""
     seen: dict[tuple[str, str], float] = {}
     arrived = threading.Condition()
 
@@ -103,29 +112,63 @@ def _reconcile_latency(
             seen.setdefault((meta["name"], str(mark)), at)  # type: ignore[index]
             arrived.notify_all()
 
-    def timed(key: tuple[str, str], write: Callable[[], object]) -> float:
-        started = now()
-        write()
+    def on_status(type_: str, obj: dict[str, Any], at: float) -> None:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        if obj["spec"].get("replicas") == 2 and status.get("observedGeneration") == meta.get("generation"):
+            with arrived:
+                seen.setdefault((meta["name"], "status"), at)
+
+    def wait(key: tuple[str, str]) -> float:
         with arrived:
             if not arrived.wait_for(lambda: key in seen, timeout=30):
                 raise AssertionError(f"{key} never seen")
-        return (seen[key] - started) * 1000
+            return seen[key]
 
-    def mark_probe(mark: str) -> None:
+    def through_one(name: str) -> list[float]:
+        started = now()
+        patch_spec(client, NAMESPACE, name, {"replicas": 2})
+        posted = now()
+        end = wait((name, "2"))
+        status = min(seen.get((name, "status"), end), end)  # two watches: clamped to the one after it
+        return [started, min(posted, status), status, end]
+
+    def direct_one(mark: str) -> list[float]:
+        started = now()
         body = {"metadata": {"annotations": {"bench/mark": mark}}}
         for name in PROBE_WRITES:
             path = resource_path("apps/v1", "Deployment", NAMESPACE, name)
             client.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+        written = now()
+        end = wait((PROBE, mark))
+        return [started, min(written, end), end]
 
     through, direct = [], []
     selector = f"{MANAGED_BY} in ({MANAGER},bench)"
-    with Stream(client, "apps/v1", "Deployment", on_event, label_selector=selector):
+    with (
+        Stream(client, "apps/v1", "Deployment", on_event, label_selector=selector),
+        Stream(client, API_VERSION, KIND, on_status),
+    ):
         for i, name in enumerate(names[:samples]):
             started = now()
-            through.append(timed((name, "2"), lambda n=name: patch_spec(client, NAMESPACE, n, {"replicas": 2})))
-            direct.append(timed((PROBE, f"{name}-{i}"), lambda m=f"{name}-{i}": mark_probe(m)))
+            through.append(through_one(name))
+            direct.append(direct_one(f"{name}-{i}"))
             time.sleep(max(0.0, window / samples - (now() - started)))
     return through, direct
+
+
+def _total_ms(timelines: list[list[float]]) -> list[float]:
+    return [(t[-1] - t[0]) * 1000 for t in timelines]
+
+
+def _stages(names: tuple[str, ...], quiet: list[list[float]], churning: list[list[float]]) -> str:
+    """Median ms of each stage, quiet -> churning."""
+    median = statistics.median
+    parts = []
+    for i, name in enumerate(names):
+        q = median((t[i + 1] - t[i]) * 1000 for t in quiet)
+        c = median((t[i + 1] - t[i]) * 1000 for t in churning)
+        parts.append(f"{name} {q:.0f} -> {c:.0f}")
+    return ", ".join(parts)
 
 
 def _churn(client: Client, count: int, seconds: float, stop: threading.Event, done: list[int]) -> None:
@@ -216,14 +259,14 @@ def _measure_churn(bench: Bench, client: Client, count: int, others: int, run: R
     pid, names = bench.operator.process.pid, [_md(r, i) for r in range(ROUNDS) for i in range(count)]
     before = cpu_seconds(pid)
     _probe(client)
-    run.quiet_ms, run.quiet_direct_ms = _reconcile_latency(client, SAMPLES, WINDOW, names[:SAMPLES])
+    run.quiet, run.quiet_direct = _reconcile_latency(client, SAMPLES, WINDOW, names[:SAMPLES])
     run.quiet_cpu = cpu_seconds(pid) - before
     stop, done = threading.Event(), []
     churner = threading.Thread(target=_churn, args=(client, others, WINDOW * 2, stop, done))
     churner.start()
     time.sleep(2)  # the churn is under way
     before = cpu_seconds(pid)
-    run.churn_ms, run.churn_direct_ms = _reconcile_latency(client, SAMPLES, WINDOW, names[SAMPLES:])
+    run.churn, run.churn_direct = _reconcile_latency(client, SAMPLES, WINDOW, names[SAMPLES:])
     run.churn_cpu = cpu_seconds(pid) - before
     stop.set()
     churner.join()
@@ -235,9 +278,13 @@ def run(count: int, others: int) -> list[Figure]:
     crowded = one(count, others, churn=True)
     where = f"{others:,} unrelated Deployments + {others:,} Services"
     median = statistics.median
+    quiet_ms, churn_ms = _total_ms(crowded.quiet), _total_ms(crowded.churn)
+    quiet_direct_ms, churn_direct_ms = _total_ms(crowded.quiet_direct), _total_ms(crowded.churn_direct)
     direct = (
-        f"the same three writes made directly: {median(crowded.quiet_direct_ms):.0f} ms quiet, "
-        f"{median(crowded.churn_direct_ms):.0f} ms churning"
+        f"the same three writes made directly: {median(quiet_direct_ms):.0f} ms quiet, "
+        f"{median(churn_direct_ms):.0f} ms churning; stages, median ms quiet -> churning: through the operator "
+        f"{_stages(THROUGH_STAGES, crowded.quiet, crowded.churn)}; directly "
+        f"{_stages(DIRECT_STAGES, crowded.quiet_direct, crowded.churn_direct)}"
     )
     return [
         within(
@@ -261,18 +308,18 @@ def run(count: int, others: int) -> list[Figure]:
         ),
         within(
             "reconcile latency during the churn: over its writes made directly",
-            median(crowded.churn_ms) / median(crowded.churn_direct_ms),
-            median(crowded.quiet_ms) / median(crowded.quiet_direct_ms),
+            median(churn_ms) / median(churn_direct_ms),
+            median(quiet_ms) / median(quiet_direct_ms),
             ratio=1.2,
             unit="x",
-            detail=f"replicas change -> Deployment, median of {SAMPLES}: {median(crowded.churn_ms):.0f} ms churning, "
-            f"{median(crowded.quiet_ms):.0f} ms quiet (the floor); {direct}",
+            detail=f"replicas change -> Deployment, median of {SAMPLES}: {median(churn_ms):.0f} ms churning, "
+            f"{median(quiet_ms):.0f} ms quiet (the floor); {direct}",
         ),
         info(
             "reconcile latency during the churn, max",
-            max(crowded.churn_ms),
+            max(churn_ms),
             "ms",
-            f"quiet max {max(crowded.quiet_ms):.0f} ms",
+            f"quiet max {max(quiet_ms):.0f} ms",
         ),
     ]
 

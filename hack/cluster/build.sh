@@ -321,7 +321,7 @@ build_containerd() {
         (cd "$WORK" && GOFLAGS=-buildvcs=false go install -n -tags "no_btrfs urfave_cli_no_docs" "${pkgs[@]}" >/dev/null 2>&1) || true
         return
     fi
-    log "containerd $v: go install ${names[*]} (~4 min on 2 cores)"
+    log "containerd $v: go install ${names[*]} (~1 min on 2 cores)"
     local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$v"
     ldflags+=" -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
     (cd "$WORK" && GOBIN="$gobin" GOFLAGS=-buildvcs=false \
