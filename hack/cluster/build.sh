@@ -123,7 +123,7 @@ prefetch() {
     local parent="$1" c
     shift
     for c in "$@"; do
-        kill -0 "$parent" 2>/dev/null || return 0 # the build stopped: so does this
+        kill -0 "$parent" 2>/dev/null || break # the build stopped: so does this
         case "$c" in
             gateway-api|prometheus-operator-crds|kstatus) continue ;;
         esac
