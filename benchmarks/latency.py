@@ -14,11 +14,16 @@ import argparse
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample as PromSample
+
 from harness import bench_stack, now
+from localcluster.process import free_ports
 from modeldeploy.api.v1alpha1 import API_VERSION
 from modeldeploy.k8s.client import Client
 from modeldeploy.model.meta import MANAGED_BY, MANAGER
@@ -124,15 +129,51 @@ def where_the_tail_goes(samples: list[Sample]) -> str:
     return f"slowest {len(tail)}, mean of each stage: " + ", ".join(parts)
 
 
+SLOW = 0.05  # seconds: what counts as a slow reconcile, queue wait or pause in the operator's own figures
+
+
+def over(families: dict[str, list[PromSample]], name: str, labels: dict[str, str] | None = None) -> tuple[int, int]:
+    """(observations, of them over SLOW) of one histogram of the operator's /metrics, summed over series."""
+    total = slow = 0.0
+    for sample in families.get(name, []):
+        if labels and any(sample.labels.get(k) != v for k, v in labels.items()):
+            continue
+        if sample.name == f"{name}_count":
+            total += sample.value
+        elif sample.name == f"{name}_bucket" and float(sample.labels["le"]) == SLOW:
+            slow -= sample.value
+    return int(total), int(total + slow)
+
+
+def inside_the_operator(address: str) -> str:
+    """What the operator's own histograms say of its run: reconciles, queue waits and GC pauses over SLOW."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    families = {family.name: family.samples for family in text_string_to_metric_families(text)}
+    ms = f"{SLOW * 1000:.0f} ms"
+    reconciles, slow_reconciles = over(families, "modeldeploy_reconcile_duration_seconds")
+    waits, slow_waits = over(families, "modeldeploy_workqueue_wait_duration_seconds")
+    full, slow_full = over(families, "modeldeploy_gc_pause_seconds", {"generation": "2"})
+    young, slow_young = over(families, "modeldeploy_gc_pause_seconds", {"generation": "0"})
+    return (
+        f"inside the operator: {reconciles} reconciles, {slow_reconciles} over {ms}; {waits} queue waits, "
+        f"{slow_waits} over {ms}; {full} full garbage collections, {slow_full} over {ms}; {young} young ones, "
+        f"{slow_young} over {ms}"
+    )
+
+
 def run(samples: int, workers: str = "4") -> list[Figure]:
+    port = free_ports(1)[0]
     # The operator watches its own namespace only, so the floor's ModelDeployments are nobody's.
-    with bench_stack("--workers", workers, "--namespace", NAMESPACE, start_operator=False) as bench:
+    args = ("--workers", workers, "--namespace", NAMESPACE, "--metrics-address", f"127.0.0.1:{port}")
+    with bench_stack(*args, start_operator=False) as bench:
         client = Client.from_environment(str(bench.cluster.kubeconfig), pool_size=4)
         create_namespaces(client, [NAMESPACE, FLOOR_NAMESPACE])
         floor = measure(client, FLOOR_NAMESPACE, samples, by_hand)
         bench.operator.start()
         time.sleep(3)  # the operator's watches are established
         measured = measure(client, NAMESPACE, samples, by_operator)
+        inside = inside_the_operator(f"127.0.0.1:{port}")
     ms, floor_ms = [s.latency * 1000 for s in measured], [s.latency * 1000 for s in floor]
     slowest = sorted(measured, key=lambda s: -s.latency)[:5]
     slow = ", ".join(
@@ -149,7 +190,7 @@ def run(samples: int, workers: str = "4") -> list[Figure]:
 
     return [
         judged("apply -> Deployment p50", 0.5, None, f"n={len(ms)}, seen through a watch"),
-        judged("apply -> Deployment p99", 0.99, 100, f"operator: {where_the_tail_goes(measured)}"),
+        judged("apply -> Deployment p99", 0.99, 100, f"operator: {where_the_tail_goes(measured)}; {inside}"),
         info("apply -> Deployment p99 of the floor: where it goes", percentile(floor_ms, 0.99), "ms",
              f"floor: {where_the_tail_goes(floor)}"),
         judged("apply -> Deployment max", None, 500, f"slowest (stages in ms, as above): {slow}"),

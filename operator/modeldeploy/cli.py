@@ -150,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as err:
             print(f"error: --metrics-address {args.metrics_address}: {err}", file=sys.stderr)
             return EXIT_INVALID
+        metrics.watch_gc()
         logging.getLogger("modeldeploy").info("metrics on http://%s:%d/metrics", host, port)
     if args.log_writes:
         logging.getLogger("modeldeploy.writes").setLevel(logging.DEBUG)

@@ -9,6 +9,8 @@ the `modeldeploy_` prefix. What is recorded where:
 - the work queue (`handlers/queue.py`): adds, depth and wait time by lane, retries;
 - the API client (`k8s/client.py`, through its `on_response` hook): requests by verb, resource and
   code, and their latency (kopf's own watches are not counted: they use their own connections);
+- the process (`watch_gc`, installed with the metrics server): Python's garbage-collection pauses by
+  generation, which stop every reconcile and watch of the operator while they run;
 - the ModelDeployments as the watch sees them (`handlers/operator.py`): phase, replicas and ready
   replicas by revision, the canary's weight and step, collected when scraped, so a deleted object's
   series go with it.
@@ -19,7 +21,9 @@ docs/metrics.md lists every series; the dashboards under dashboards/ query them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +87,12 @@ API_DURATION = Histogram(
     ["verb"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+GC_PAUSE = Histogram(
+    "modeldeploy_gc_pause_seconds",
+    "Python garbage-collection pauses of the operator process, by generation (2: a full collection).",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 ROLLOUTS_STARTED = Counter(
     "modeldeploy_rollouts_started_total",
     "New revisions the operator began to roll out, by strategy (Canary, Rolling).",
@@ -119,6 +129,25 @@ def serve(address: str) -> tuple[str, int]:
     server, _thread = start_http_server(int(port), addr=host.strip("[]"))
     bound = server.server_address
     return str(bound[0]), int(bound[1])
+
+
+def watch_gc() -> None:
+    """Time every garbage collection into GC_PAUSE (once per process; a second call adds nothing)."""
+    if _gc_timer in gc.callbacks:
+        return
+    for generation in ("0", "1", "2"):
+        GC_PAUSE.labels(generation)
+    gc.callbacks.append(_gc_timer)
+
+
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: Mapping[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    elif _gc_started[0]:
+        GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started[0])
 
 
 # -- recording ---------------------------------------------------------------------------

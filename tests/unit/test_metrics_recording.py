@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 from prometheus_client import REGISTRY
@@ -77,3 +78,21 @@ class TestLeader:
         finally:
             metrics.MODELDEPLOYMENTS.leading = before
             metrics.forget(key)
+
+
+class TestGarbageCollection:
+    def test_each_collection_is_timed_by_generation(self) -> None:
+        metrics.watch_gc()
+        metrics.watch_gc()  # once per process
+        assert gc.callbacks.count(metrics._gc_timer) == 1
+
+        def count(generation: str) -> float:
+            return REGISTRY.get_sample_value("modeldeploy_gc_pause_seconds_count", {"generation": generation}) or 0
+
+        full, young = count("2"), count("0")
+        gc.collect()
+        gc.collect(0)
+        assert count("2") == full + 1
+        assert count("0") >= young + 1
+        total = REGISTRY.get_sample_value("modeldeploy_gc_pause_seconds_sum", {"generation": "2"})
+        assert total is not None and total > 0
