@@ -80,8 +80,8 @@ class Sample:
         return max(0.0, self.marks[b] - self.marks[a])
 
 
-def measure(client: Client, namespace: str, samples: int, act: Callable[[Client, str], None]) -> list[Sample]:
-    """Each sample's timeline: apply -> Deployment, in stages."""
+def measure(client: Client, namespace: str, samples: int, act: Callable[[Client, str], float]) -> list[Sample]:
+    """Each sample's timeline: apply -> Deployment, in stages (`act` returns when its POST returned)."""
     seen: dict[tuple[str, str], float] = {}
     arrived = threading.Condition()
 
