@@ -11,6 +11,7 @@ same watch event. What the operator adds is the difference.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from modeldeploy.api.v1alpha1 import API_VERSION
 from modeldeploy.k8s.client import Client
 from modeldeploy.model.meta import MANAGED_BY, MANAGER
 from report import Figure, below, info, print_all
-from workload import Stream, children_of, create, create_namespaces, percentile, small
+from workload import Stream, Timeline, children_of, create, create_namespaces, percentile, small
 
 NAMESPACE = "bench-latency"
 FLOOR_NAMESPACE = "bench-latency-floor"
@@ -55,13 +56,13 @@ def by_operator(client: Client, name: str) -> float:
     return now()
 
 
-# The stages of one sample, from timestamps the benchmark takes itself: the POST returned, the
-# ModelDeployment seen ADDED on a watch, its first status seen, its Deployment seen ADDED.
+# The stages of one sample's Timeline, between the timestamps the benchmark takes itself: started, the
+# POST returned, the ModelDeployment seen ADDED on a watch, its first status seen, its Deployment seen ADDED.
 STAGES = (
-    ("the create (POST round trip)", 0, 1),
-    ("watch delivery of the new object", 1, 2),
-    ("first status written (the operator's decision; by hand for the floor)", 2, 3),
-    ("Deployment applied and seen", 3, 4),
+    "the create (POST round trip)",
+    "watch delivery of the new object",
+    "first status written (the operator's decision; by hand for the floor)",
+    "Deployment applied and seen",
 )
 
 
@@ -69,15 +70,14 @@ STAGES = (
 class Sample:
     name: str
     at: float  # seconds since the first sample started
-    marks: list[float]  # started, posted, added, status, deployment
+    timeline: Timeline
 
     @property
     def latency(self) -> float:
-        return self.marks[-1] - self.marks[0]
+        return self.timeline.total
 
     def stage(self, i: int) -> float:
-        _, a, b = STAGES[i]
-        return max(0.0, self.marks[b] - self.marks[a])
+        return self.timeline.stage(i)
 
 
 def measure(client: Client, namespace: str, samples: int, act: Callable[[Client, str], float]) -> list[Sample]:
@@ -111,11 +111,8 @@ def measure(client: Client, namespace: str, samples: int, act: Callable[[Client,
             with arrived:
                 if not arrived.wait_for(lambda n=name: ("Deployment", n) in seen, timeout=30):  # type: ignore[misc]
                     raise AssertionError(f"no Deployment for {name} within 30 s")
-                # The watches are independent: a mark seen late on one is clamped to the one after it.
-                end = seen[("Deployment", name)]
-                status = min(seen.get(("status", name), end), end)
-                added = min(seen.get(("ModelDeployment", name), status), status)
-            out.append(Sample(name, started - first, [started, min(posted, added), added, status, end]))
+                marks = [seen.get((kind, name), math.inf) for kind in ("ModelDeployment", "status", "Deployment")]
+            out.append(Sample(name, started - first, Timeline.of(started, posted, *marks)))
             time.sleep(PAUSE)
     return out
 
@@ -124,7 +121,7 @@ def where_the_tail_goes(samples: list[Sample]) -> str:
     """The slowest 1%, stage by stage: which part of apply -> Deployment the outliers spend."""
     tail = sorted(samples, key=lambda s: -s.latency)[: max(1, len(samples) // 100)]
     parts = []
-    for i, (stage, _, _) in enumerate(STAGES):
+    for i, stage in enumerate(STAGES):
         parts.append(f"{stage} {sum(s.stage(i) for s in tail) / len(tail) * 1000:.0f} ms")
     return f"slowest {len(tail)}, mean of each stage: " + ", ".join(parts)
 

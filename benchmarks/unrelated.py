@@ -12,6 +12,7 @@ are measured in a quiet window and in a churning one of the same length.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import threading
@@ -28,6 +29,7 @@ from report import Figure, below, info, print_all, within
 from workload import (
     ReadyClock,
     Stream,
+    Timeline,
     apply_all,
     children_of,
     create_all,
@@ -56,10 +58,10 @@ class Run:
     over_floor: float  # the median, over the rounds, of the operator's time over the floor's
     quiet_cpu: float = 0.0
     churn_cpu: float = 0.0
-    quiet: list[list[float]] = field(default_factory=list)  # timelines, see _reconcile_latency
-    churn: list[list[float]] = field(default_factory=list)
-    quiet_direct: list[list[float]] = field(default_factory=list)
-    churn_direct: list[list[float]] = field(default_factory=list)
+    quiet: list[Timeline] = field(default_factory=list)  # see _reconcile_latency
+    churn: list[Timeline] = field(default_factory=list)
+    quiet_direct: list[Timeline] = field(default_factory=list)
+    churn_direct: list[Timeline] = field(default_factory=list)
     churned: int = 0
 
 
@@ -98,10 +100,10 @@ DIRECT_STAGES = ("three PATCHes", "watch delivery")
 
 def _reconcile_latency(
     client: Client, samples: int, window: float, names: list[str]
-) -> tuple[list[list[float]], list[list[float]]]:
+) -> tuple[list[Timeline], list[Timeline]]:
     """Timelines (seconds) until a Deployment shows a change: a ModelDeployment's replicas (each name
     once), through the operator; and, right after each, the same three writes made directly (the API
-    server's share). Each timeline is its start, the end of each stage, and the change seen."""
+    server's share), in the stages THROUGH_STAGES and DIRECT_STAGES."""
     seen: dict[tuple[str, str], float] = {}
     arrived = threading.Condition()
 
@@ -124,23 +126,21 @@ def _reconcile_latency(
                 raise AssertionError(f"{key} never seen")
             return seen[key]
 
-    def through_one(name: str) -> list[float]:
+    def through_one(name: str) -> Timeline:
         started = now()
         patch_spec(client, NAMESPACE, name, {"replicas": 2})
         posted = now()
         end = wait((name, "2"))
-        status = min(seen.get((name, "status"), end), end)  # two watches: clamped to the one after it
-        return [started, min(posted, status), status, end]
+        return Timeline.of(started, posted, seen.get((name, "status"), math.inf), end)
 
-    def direct_one(mark: str) -> list[float]:
+    def direct_one(mark: str) -> Timeline:
         started = now()
         body = {"metadata": {"annotations": {"bench/mark": mark}}}
         for name in PROBE_WRITES:
             path = resource_path("apps/v1", "Deployment", NAMESPACE, name)
             client.request("PATCH", path, body=body, content_type="application/merge-patch+json")
         written = now()
-        end = wait((PROBE, mark))
-        return [started, min(written, end), end]
+        return Timeline.of(started, written, wait((PROBE, mark)))
 
     through, direct = [], []
     selector = f"{MANAGED_BY} in ({MANAGER},bench)"
@@ -156,17 +156,17 @@ def _reconcile_latency(
     return through, direct
 
 
-def _total_ms(timelines: list[list[float]]) -> list[float]:
-    return [(t[-1] - t[0]) * 1000 for t in timelines]
+def _total_ms(timelines: list[Timeline]) -> list[float]:
+    return [t.total * 1000 for t in timelines]
 
 
-def _stages(names: tuple[str, ...], quiet: list[list[float]], churning: list[list[float]]) -> str:
+def _stages(names: tuple[str, ...], quiet: list[Timeline], churning: list[Timeline]) -> str:
     """Median ms of each stage, quiet -> churning."""
     median = statistics.median
     parts = []
     for i, name in enumerate(names):
-        q = median((t[i + 1] - t[i]) * 1000 for t in quiet)
-        c = median((t[i + 1] - t[i]) * 1000 for t in churning)
+        q = median(t.stage(i) * 1000 for t in quiet)
+        c = median(t.stage(i) * 1000 for t in churning)
         parts.append(f"{name} {q:.0f} -> {c:.0f}")
     return ", ".join(parts)
 

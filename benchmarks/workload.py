@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -82,6 +83,29 @@ def unrelated(namespace: str, i: int) -> list[dict[str, Any]]:
         "spec": {"selector": labels, "ports": [{"port": 80}]},
     }
     return [deployment, service]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One timed sample: when it started, when each of its stages ended, when its result was seen
+    (monotonic seconds). The marks come from independent watches, so one seen late (or not at all:
+    math.inf) is clamped to the mark after it: a stage is never negative."""
+
+    marks: tuple[float, ...]
+
+    @classmethod
+    def of(cls, *marks: float) -> Timeline:
+        clamped = [marks[-1]]
+        for mark in reversed(marks[:-1]):
+            clamped.append(min(mark, clamped[-1]))
+        return cls(tuple(reversed(clamped)))
+
+    @property
+    def total(self) -> float:
+        return self.marks[-1] - self.marks[0]
+
+    def stage(self, i: int) -> float:
+        return self.marks[i + 1] - self.marks[i]
 
 
 def percentile(values: list[float], q: float) -> float:
