@@ -132,6 +132,13 @@ prefetch() {
     rm -rf "$WORK/prefetch"
 }
 
+# TAGS PKG@VERSION...: what `go install` of them would download, downloaded (-n: nothing compiled).
+download_for_install() {
+    local tags="$1"
+    shift
+    (cd "$WORK" && GOFLAGS=-buildvcs=false go install -n -tags "$tags" "$@" >/dev/null 2>&1) || true
+}
+
 build_kubernetes() {
     local v="$KUBERNETES_VERSION"
     local staging_v="v0.${v#v1.}" # v1.37.2 -> v0.37.2 (staging modules)
@@ -265,10 +272,7 @@ EOF
 go_install() {
     local name="$1" v="$2" pkg="$3" ldflags="$4" tags="${5:-}"
     if all_present "$BIN/$name-$v"; then log "$name $v: cached"; return; fi
-    if prefetching; then
-        (cd "$WORK" && GOFLAGS=-buildvcs=false go install -n -tags "$tags" "$pkg@$v" >/dev/null 2>&1) || true
-        return
-    fi
+    if prefetching; then download_for_install "$tags" "$pkg@$v"; return; fi
     local start=$SECONDS gobin="$WORK/$name-$v"
     rm -rf "$gobin" && mkdir -p "$gobin"
     log "$name $v: go install $pkg@$v"
@@ -316,10 +320,8 @@ build_containerd() {
     if all_present "${targets[@]}"; then log "containerd $v: cached"; return; fi
     local start=$SECONDS gobin="$WORK/containerd-$v" pkgs=()
     for name in "${names[@]}"; do pkgs+=("github.com/containerd/containerd/v2/cmd/$name@$v"); done
-    if prefetching; then # before the rm below: the compile may have caught up and be using $gobin
-        (cd "$WORK" && GOFLAGS=-buildvcs=false go install -n -tags "no_btrfs urfave_cli_no_docs" "${pkgs[@]}" >/dev/null 2>&1) || true
-        return
-    fi
+    # Before the rm below: the compile may have caught up and be using $gobin.
+    if prefetching; then download_for_install "no_btrfs urfave_cli_no_docs" "${pkgs[@]}"; return; fi
     rm -rf "$gobin" && mkdir -p "$gobin"
     log "containerd $v: go install ${names[*]} (~1 min on 2 cores)"
     local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$v"
